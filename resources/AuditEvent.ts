@@ -1,0 +1,4 @@
+import type { AuditEvent } from 'fhir/r4';
+import { defineResource } from './module';
+
+export default defineResource<AuditEvent>({ type: 'AuditEvent' });

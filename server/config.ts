@@ -1,0 +1,58 @@
+/** Runtime configuration, read once from the environment. */
+import path from 'node:path';
+
+export interface Config {
+  port: number;
+  host: string;
+  /** Postgres connection string; when absent the embedded PGlite database in dataDir is used. */
+  databaseUrl?: string;
+  /** Optional connection string for the application role (no BYPASSRLS). Without it the server
+   * connects with databaseUrl and switches to the `fhir_app` role with SET ROLE. */
+  databaseAppUrl?: string;
+  dataDir: string;
+  redisUrl?: string;
+  /** Absolute base URL clients use to reach the server (no trailing slash). */
+  publicUrl: string;
+  bodyLimit: string;
+  bodyLimitBytes: number;
+  idempotencyTtlSeconds: number;
+  webConcurrency: number;
+  logLevel: string;
+  demo: boolean;
+  maxCount: number;
+  defaultCount: number;
+  dbPoolMax: number;
+}
+
+function parseBytes(v: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*(b|kb|mb|gb)?$/i.exec(v.trim());
+  if (!m) throw new Error(`Invalid size "${v}" (use e.g. 10mb)`);
+  const n = Number(m[1]);
+  const unit = (m[2] ?? 'b').toLowerCase();
+  const mult = unit === 'gb' ? 1 << 30 : unit === 'mb' ? 1 << 20 : unit === 'kb' ? 1 << 10 : 1;
+  return Math.floor(n * mult);
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const port = Number(env.PORT ?? 8080);
+  const host = env.HOST ?? '0.0.0.0';
+  const bodyLimit = env.BODY_LIMIT ?? '10mb';
+  return {
+    port,
+    host,
+    databaseUrl: env.DATABASE_URL || undefined,
+    databaseAppUrl: env.DATABASE_APP_URL || undefined,
+    dataDir: path.resolve(env.DATA_DIR ?? path.join(process.cwd(), 'data')),
+    redisUrl: env.REDIS_URL || undefined,
+    publicUrl: (env.PUBLIC_URL ?? `http://localhost:${port}`).replace(/\/+$/, ''),
+    bodyLimit,
+    bodyLimitBytes: parseBytes(bodyLimit),
+    idempotencyTtlSeconds: Number(env.IDEMPOTENCY_TTL_SECONDS ?? 24 * 3600),
+    webConcurrency: Math.max(1, Number(env.WEB_CONCURRENCY ?? 1)),
+    logLevel: env.LOG_LEVEL ?? 'info',
+    demo: (env.DEMO ?? 'true') !== 'false',
+    maxCount: Number(env.MAX_COUNT ?? 1000),
+    defaultCount: Number(env.DEFAULT_COUNT ?? 50),
+    dbPoolMax: Number(env.DB_POOL_MAX ?? 10),
+  };
+}

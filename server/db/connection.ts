@@ -1,0 +1,74 @@
+/**
+ * Database connections. One code path for both engines:
+ *  - DATABASE_URL set  -> PostgreSQL through `pg`;
+ *  - otherwise         -> embedded PGlite (Postgres in WASM) in DATA_DIR, through knex-pglite.
+ * The owner connection runs migrations; the app connection works as role `fhir_app`,
+ * which has no BYPASSRLS, so row-level security always applies to it.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import knexFactory, { Knex } from 'knex';
+import pg from 'pg';
+import type { Config } from '../config';
+import { migrateLatest } from './migrate';
+
+// Keep int8 (count(*), bigserial) as JS numbers, numeric as strings, timestamps as Date.
+pg.types.setTypeParser(20, (v) => Number(v));
+
+export interface Database {
+  /** The connection every request uses (role fhir_app, RLS enforced). */
+  app: Knex;
+  /** Owner connection (migrations, admin tasks). Same object as app for PGlite. */
+  owner: Knex;
+  engine: 'postgres' | 'pglite';
+  close(): Promise<void>;
+}
+
+export async function openDatabase(config: Config, opts: { migrate?: boolean } = {}): Promise<Database> {
+  const migrate = opts.migrate ?? true;
+  if (config.databaseUrl) {
+    const owner = knexFactory({ client: 'pg', connection: config.databaseUrl, pool: { min: 0, max: 2 } });
+    if (migrate) await migrateLatest(owner);
+    const useOwnUrl = Boolean(config.databaseAppUrl);
+    const app = knexFactory({
+      client: 'pg',
+      connection: config.databaseAppUrl ?? config.databaseUrl,
+      pool: {
+        min: 0,
+        max: config.dbPoolMax,
+        afterCreate: (conn: pg.Client, done: (err: Error | null, conn: pg.Client) => void) => {
+          if (useOwnUrl) return done(null, conn);
+          conn.query('SET ROLE fhir_app', (err: Error | null) => done(err, conn));
+        },
+      },
+    });
+    return {
+      app,
+      owner,
+      engine: 'postgres',
+      close: async () => {
+        await app.destroy();
+        await owner.destroy();
+      },
+    };
+  }
+
+  fs.mkdirSync(config.dataDir, { recursive: true });
+  const { PGlite } = await import('@electric-sql/pglite');
+  const pglite = new PGlite(path.join(config.dataDir, 'pglite'));
+  await pglite.waitReady;
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const ClientPgLite = require('knex-pglite');
+  const db = knexFactory({ client: ClientPgLite, connection: { pglite } as never });
+  if (migrate) await migrateLatest(db);
+  // PGlite has a single session: drop to the application role for everything after migrations.
+  await db.raw('SET ROLE fhir_app');
+  return {
+    app: db,
+    owner: db,
+    engine: 'pglite',
+    close: async () => {
+      await db.destroy();
+    },
+  };
+}

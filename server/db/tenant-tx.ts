@@ -1,0 +1,13 @@
+/** Per-transaction tenant binding: every statement in `fn` runs with app.tenant set, so RLS applies. */
+import type { Knex } from 'knex';
+
+export type Tx = Knex.Transaction & { tenant: string };
+
+export async function inTenant<T>(db: Knex, tenant: string, fn: (tx: Tx) => Promise<T>): Promise<T> {
+  return db.transaction(async (trx) => {
+    await trx.raw(`select set_config('app.tenant', ?, true)`, [tenant]);
+    const tx = trx as Tx;
+    tx.tenant = tenant;
+    return fn(tx);
+  });
+}

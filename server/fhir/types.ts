@@ -1,0 +1,49 @@
+/** Transport-neutral FHIR request/response, shared by the HTTP router and batch/transaction. */
+import type { Knex } from 'knex';
+import type { Config } from '../config';
+import type { Tx } from '../db/tenant-tx';
+import type { QueryInput } from '../search/params';
+
+export interface FhirRequest {
+  method: 'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+  /** Path below the tenant base, split on '/', without empty segments (e.g. ['Patient', '123']). */
+  segments: string[];
+  query: QueryInput;
+  headers: {
+    ifMatch?: string;
+    ifNoneMatch?: string;
+    ifModifiedSince?: string;
+    ifNoneExist?: string;
+    prefer?: string;
+    contentType?: string;
+  };
+  /** Parsed JSON body (resource, Parameters, patch array) when there is one. */
+  body?: unknown;
+  /** Inside a transaction: the id already promised to this POST entry's urn:uuid. */
+  assignedId?: string;
+}
+
+export interface FhirResponse {
+  status: number;
+  headers: Record<string, string>;
+  /** A resource/Bundle object, pre-serialised JSON text, or nothing. */
+  body?: unknown;
+  /** When body is a resource, the stored JSON text (lets the serialiser skip a stringify). */
+  json?: string;
+}
+
+export interface TenantContext {
+  tenant: string;
+  /** Absolute FHIR base of the tenant, e.g. http://localhost:8080/fhir/demo */
+  baseUrl: string;
+  config: Config;
+  db: Knex;
+  settings: TenantSettings;
+  /** Present inside a transaction Bundle: every entry shares it. */
+  tx?: Tx;
+}
+
+export interface TenantSettings {
+  /** Require If-Match on update/patch (428 when missing). */
+  requireIfMatch?: boolean;
+}

@@ -1,0 +1,95 @@
+/** The express application: FHIR API per tenant, health, readiness, metrics, portal. */
+import { randomUUID } from 'node:crypto';
+import path from 'node:path';
+import express, { NextFunction, Request, Response } from 'express';
+import type { Knex } from 'knex';
+import type { Config } from '../config';
+import { logger } from '../log';
+import { fhirBodyErrors, fhirRouter } from './fhir-router';
+import { httpDuration, httpRequests, registry as metrics, watchPool } from './metrics';
+import { TenantDirectory } from './tenants';
+
+export interface AppDeps {
+  config: Config;
+  db: Knex;
+  /** Optional readiness probe for Redis (added when REDIS_URL is configured). */
+  redisPing?: () => Promise<void>;
+}
+
+export function createApp(deps: AppDeps): { app: express.Express; tenants: TenantDirectory } {
+  const { config, db } = deps;
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  app.set('trust proxy', true);
+  const tenants = new TenantDirectory(db);
+  watchPool(db);
+
+  // request id + structured access log (ids, routes, statuses; never names or bodies)
+  app.use((req: Request, res: Response, next: NextFunction) => {
+    const incoming = req.headers['x-request-id'];
+    const id = typeof incoming === 'string' && /^[A-Za-z0-9\-_.]{1,128}$/.test(incoming) ? incoming : randomUUID();
+    res.setHeader('X-Request-Id', id);
+    const start = process.hrtime.bigint();
+    res.on('finish', () => {
+      const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+      const route = (res.locals.route as string | undefined) ?? (req.path.startsWith('/fhir/') ? '/fhir/:tenant/*' : req.route?.path ?? 'other');
+      const labels = { method: req.method, route, status: String(res.statusCode) };
+      httpRequests.inc(labels);
+      httpDuration.observe(labels, seconds);
+      if (route !== '/metrics' && route !== '/healthz') {
+        logger.info({ reqId: id, method: req.method, route, status: res.statusCode, ms: Math.round(seconds * 1e4) / 10, tenant: res.locals.tenant }, 'request');
+      }
+    });
+    next();
+  });
+
+  app.get('/healthz', (_req, res) => {
+    res.locals.route = '/healthz';
+    res.json({ status: 'ok' });
+  });
+
+  app.get('/readyz', async (_req, res) => {
+    res.locals.route = '/readyz';
+    const checks: Record<string, string> = {};
+    let ok = true;
+    try {
+      await db.raw('select 1');
+      checks.database = 'ok';
+    } catch {
+      checks.database = 'unreachable';
+      ok = false;
+    }
+    if (deps.redisPing) {
+      try {
+        await deps.redisPing();
+        checks.redis = 'ok';
+      } catch {
+        checks.redis = 'unreachable';
+        ok = false;
+      }
+    }
+    res.status(ok ? 200 : 503).json({ status: ok ? 'ok' : 'unavailable', checks });
+  });
+
+  app.get('/metrics', async (_req, res) => {
+    res.locals.route = '/metrics';
+    res.setHeader('Content-Type', metrics.contentType);
+    res.end(await metrics.metrics());
+  });
+
+  app.use('/fhir/:tenant', fhirRouter(config, db, tenants), fhirBodyErrors);
+
+  app.use(express.static(path.resolve(__dirname, '../../web/public'), { index: 'index.html' }));
+
+  app.use((req, res) => {
+    res.locals.route = 'not-found';
+    res.status(404).type('application/fhir+json').send(
+      JSON.stringify({
+        resourceType: 'OperationOutcome',
+        issue: [{ severity: 'error', code: 'not-found', diagnostics: `Nothing at ${req.method} ${req.path}; the FHIR base is /fhir/{tenant}` }],
+      }),
+    );
+  });
+  return { app, tenants };
+}

@@ -1,0 +1,141 @@
+/** Express binding of the FHIR interactions under /fhir/:tenant. */
+import express, { NextFunction, Request, Response } from 'express';
+import type { Knex } from 'knex';
+import type { Config } from '../config';
+import { FhirError } from '../fhir/errors';
+import { errorToResponse } from '../fhir/error-response';
+import { handle } from '../fhir/interactions';
+import '../fhir/bundle';
+import { requestHash, withIdempotency } from '../fhir/idempotency';
+import type { FhirRequest, FhirResponse, TenantContext } from '../fhir/types';
+import { queryPairs } from '../search/params';
+import { TenantDirectory } from './tenants';
+import { routeTemplate } from './route-template';
+
+const FHIR_JSON = 'application/fhir+json; charset=utf-8';
+const JSON_TYPES = new Set(['application/fhir+json', 'application/json', 'application/json-patch+json', 'text/json']);
+
+function acceptable(req: Request): boolean {
+  const fmt = typeof req.query._format === 'string' ? req.query._format : undefined;
+  if (fmt) return ['json', 'application/json', 'application/fhir+json', 'text/json'].includes(fmt.split(';')[0].trim());
+  const accept = req.headers.accept;
+  if (!accept) return true;
+  return accept.split(',').some((a) => {
+    const t = a.split(';')[0].trim().toLowerCase();
+    return t === '*/*' || t === 'application/*' || JSON_TYPES.has(t) || t === 'application/fhir+ndjson';
+  });
+}
+
+function parseBody(req: Request): unknown {
+  const raw = req.body as Buffer | undefined;
+  if (!raw || !Buffer.isBuffer(raw) || raw.length === 0) return undefined;
+  const ct = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
+  if (ct === 'application/x-www-form-urlencoded') return undefined; // handled as search parameters
+  if (ct && !JSON_TYPES.has(ct)) {
+    throw FhirError.of(415, 'not-supported', `Content-Type "${ct}" is not supported; send application/fhir+json`);
+  }
+  try {
+    return JSON.parse(raw.toString('utf8'));
+  } catch (e) {
+    throw FhirError.of(400, 'structure', `The body is not valid JSON: ${(e as Error).message}`);
+  }
+}
+
+function formParams(req: Request): Record<string, string[]> | undefined {
+  const ct = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
+  if (ct !== 'application/x-www-form-urlencoded' || !Buffer.isBuffer(req.body)) return undefined;
+  const out: Record<string, string[]> = {};
+  for (const [k, v] of new URLSearchParams(req.body.toString('utf8'))) (out[k] ??= []).push(v);
+  return out;
+}
+
+function header(req: Request, name: string): string | undefined {
+  const v = req.headers[name];
+  return Array.isArray(v) ? v.join(',') : v;
+}
+
+function send(req: Request, res: Response, out: FhirResponse): void {
+  for (const [k, v] of Object.entries(out.headers)) res.setHeader(k, v);
+  res.status(out.status);
+  if (out.status === 304 || (out.body === undefined && out.json === undefined)) {
+    res.end();
+    return;
+  }
+  res.setHeader('Content-Type', FHIR_JSON);
+  const pretty = req.query._pretty === 'true';
+  if (out.json !== undefined && !pretty) {
+    res.end(out.json);
+    return;
+  }
+  const body = out.json !== undefined ? JSON.parse(out.json) : out.body;
+  res.end(pretty ? JSON.stringify(body, null, 2) : JSON.stringify(body));
+}
+
+export function fhirRouter(config: Config, db: Knex, tenants: TenantDirectory): express.Router {
+  const router = express.Router({ mergeParams: true });
+  router.use(
+    express.raw({ type: () => true, limit: config.bodyLimitBytes }),
+  );
+
+  router.use(async (req: Request, res: Response, next: NextFunction) => {
+    let segments: string[] = [];
+    try {
+      try {
+        segments = req.path.split('/').filter(Boolean).map(decodeURIComponent);
+      } catch {
+        throw FhirError.of(400, 'invalid', 'The URL path is not validly percent-encoded');
+      }
+      res.locals.route = routeTemplate(segments);
+      if (!acceptable(req)) throw FhirError.of(406, 'not-supported', 'This server speaks FHIR JSON only (application/fhir+json)');
+      const tenantId = req.params.tenant;
+      const tenant = await tenants.get(tenantId);
+      if (!tenant) throw FhirError.of(404, 'not-found', `Unknown tenant "${tenantId}"`);
+      res.locals.tenant = tenantId;
+      const ctx: TenantContext = {
+        tenant: tenantId,
+        baseUrl: `${config.publicUrl}/fhir/${tenantId}`,
+        config,
+        db,
+        settings: tenant.settings,
+      };
+      const method = req.method as FhirRequest['method'];
+      const form = method === 'POST' ? formParams(req) : undefined;
+      const fr: FhirRequest = {
+        method,
+        segments,
+        query: queryPairs(req.query as Record<string, unknown>, form),
+        headers: {
+          ifMatch: header(req, 'if-match'),
+          ifNoneMatch: header(req, 'if-none-match'),
+          ifModifiedSince: header(req, 'if-modified-since'),
+          ifNoneExist: header(req, 'if-none-exist'),
+          prefer: header(req, 'prefer'),
+          contentType: header(req, 'content-type'),
+        },
+        body: ['POST', 'PUT', 'PATCH'].includes(method) ? parseBody(req) : undefined,
+      };
+      const key = header(req, 'idempotency-key');
+      const out =
+        key && method === 'POST'
+          ? await withIdempotency(ctx, key, requestHash(method, req.originalUrl, req.body as Buffer), (c) => handle(c, fr))
+          : await handle(ctx, fr);
+      send(req, res, out);
+    } catch (err) {
+      send(req, res, errorToResponse(err));
+    }
+  });
+  return router;
+}
+
+/** Errors raised before our handler (body too large, aborted uploads) as OperationOutcome. */
+export function fhirBodyErrors(err: unknown, req: Request, res: Response, next: NextFunction): void {
+  if (res.headersSent) return next(err);
+  const e = err as { type?: string; status?: number; limit?: number };
+  let out: FhirResponse;
+  if (e.type === 'entity.too.large') {
+    out = errorToResponse(FhirError.of(413, 'too-costly', `The request body exceeds the limit of ${e.limit} bytes`));
+  } else if (e.status && e.status >= 400 && e.status < 500) {
+    out = errorToResponse(FhirError.of(e.status, 'invalid', 'The request body could not be read'));
+  } else out = errorToResponse(err);
+  send(req, res, out);
+}

@@ -1,0 +1,113 @@
+/**
+ * Starts the server. With no configuration: embedded PGlite in ./data, a `demo` tenant with demo
+ * data, http://localhost:8080. See `npm start -- --help`.
+ */
+import cluster from 'node:cluster';
+import { loadConfig } from './config';
+import { openDatabase } from './db/connection';
+import { createApp } from './http/app';
+import { ensureTenant } from './http/tenants';
+import { logger } from './log';
+import { loadDemoData } from './demo/load-demo';
+
+const HELP = `Usage: npm start [-- --help]
+
+Starts the FHIR R4 server.
+
+Environment:
+  PORT                 HTTP port (default 8080)
+  HOST                 bind address (default 0.0.0.0)
+  PUBLIC_URL           base URL clients use (default http://localhost:PORT)
+  DATABASE_URL         PostgreSQL connection string; unset = embedded PGlite in DATA_DIR
+  DATABASE_APP_URL     optional connection string for the application role (no BYPASSRLS);
+                       unset = connect with DATABASE_URL and SET ROLE fhir_app
+  DATA_DIR             folder of the embedded database (default ./data)
+  REDIS_URL            Redis for jobs and rate limits (optional; checked by /readyz)
+  WEB_CONCURRENCY      worker processes (default 1; PostgreSQL only)
+  DB_POOL_MAX          connections per worker (default 10)
+  BODY_LIMIT           largest request body (default 10mb) -> 413 above it
+  IDEMPOTENCY_TTL_SECONDS  how long Idempotency-Key answers are kept (default 86400)
+  DEMO                 create the demo tenant with demo data (default true; DEMO=false to skip)
+  LOG_LEVEL            pino level (default info)
+
+Endpoints:
+  /fhir/{tenant}       FHIR R4 base (e.g. /fhir/demo/metadata)
+  /healthz /readyz     liveness and readiness
+  /metrics             Prometheus metrics
+`;
+
+async function main(): Promise<void> {
+  if (process.argv.includes('--help') || process.argv.includes('-h')) {
+    process.stdout.write(HELP);
+    return;
+  }
+  const config = loadConfig();
+  const workers = config.databaseUrl ? config.webConcurrency : 1;
+  if (cluster.isPrimary) {
+    const db = await openDatabase(config, { migrate: true });
+    if (config.demo) {
+      await ensureTenant(db.owner, 'demo', 'Demo practice');
+      await loadDemoData(db.app, config);
+    }
+    if (workers > 1) {
+      await db.close();
+      for (let i = 0; i < workers; i++) cluster.fork();
+      cluster.on('exit', (w, code) => {
+        logger.error({ worker: w.process.pid, code }, 'worker exited; starting a new one');
+        cluster.fork();
+      });
+      printBanner(config, workers, db.engine);
+      return;
+    }
+    await serve(config, db.app);
+    printBanner(config, 1, db.engine);
+    return;
+  }
+  const db = await openDatabase(config, { migrate: false });
+  await serve(config, db.app);
+}
+
+async function serve(config: ReturnType<typeof loadConfig>, db: import('knex').Knex): Promise<void> {
+  let redisPing: (() => Promise<void>) | undefined;
+  if (config.redisUrl) redisPing = await redisProbe(config.redisUrl);
+  const { app } = createApp({ config, db, redisPing });
+  await new Promise<void>((resolve) => app.listen(config.port, config.host, resolve));
+}
+
+async function redisProbe(url: string): Promise<() => Promise<void>> {
+  const net = await import('node:net');
+  const u = new URL(url);
+  return () =>
+    new Promise<void>((resolve, reject) => {
+      const s = net.connect(Number(u.port || 6379), u.hostname);
+      s.setTimeout(1000, () => {
+        s.destroy();
+        reject(new Error('timeout'));
+      });
+      s.on('error', reject);
+      s.on('connect', () => s.write('PING\r\n'));
+      s.on('data', (d) => {
+        s.end();
+        if (d.toString().startsWith('+PONG') || d.toString().startsWith('-NOAUTH')) resolve();
+        else reject(new Error('unexpected reply'));
+      });
+    });
+}
+
+function printBanner(config: ReturnType<typeof loadConfig>, workers: number, engine: string): void {
+  const lines = [
+    '',
+    `  FHIR R4 server ready (${engine === 'pglite' ? `embedded PGlite in ${config.dataDir}` : 'PostgreSQL'}, ${workers} worker${workers > 1 ? 's' : ''})`,
+    `  FHIR endpoint:  ${config.publicUrl}/fhir/demo`,
+    `  Capability:     ${config.publicUrl}/fhir/demo/metadata`,
+    `  Portal:         ${config.publicUrl}/`,
+    `  Health:         ${config.publicUrl}/healthz   Metrics: ${config.publicUrl}/metrics`,
+    '',
+  ];
+  process.stdout.write(lines.join('\n') + '\n');
+}
+
+main().catch((err) => {
+  logger.fatal({ err: { type: err?.name, message: err?.message, stack: err?.stack } }, 'failed to start');
+  process.exit(1);
+});

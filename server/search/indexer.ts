@@ -1,0 +1,298 @@
+/**
+ * Extracts search index rows from a resource, using the official SearchParameter FHIRPath
+ * expressions (compiled once per type and parameter) and writes them in the caller's transaction.
+ */
+import fhirpath from 'fhirpath';
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const r4Model = require('fhirpath/fhir-context/r4');
+import type { FhirResource as Resource } from 'fhir/r4';
+import { registry, SearchParamDef } from '../../resources';
+import type { Tx } from '../db/tenant-tx';
+import { MAX_DATE, MIN_DATE, parseFhirDate } from './fhir-date';
+import { normalizeString } from './normalize';
+
+export const INDEX_TABLES = ['idx_string', 'idx_token', 'idx_date', 'idx_number', 'idx_quantity', 'idx_reference', 'idx_uri'] as const;
+export type IndexTable = (typeof INDEX_TABLES)[number];
+
+type Row = Record<string, unknown>;
+export type IndexRows = Partial<Record<IndexTable, Row[]>>;
+
+interface CompiledPart {
+  fn: (r: unknown) => unknown[];
+  /** From `.where(resolve() is X)`: keep only references to these types. */
+  targetFilter?: string;
+}
+
+interface CompiledParam {
+  def: SearchParamDef;
+  parts: CompiledPart[];
+}
+
+const TABLE_OF: Record<string, IndexTable> = {
+  string: 'idx_string',
+  token: 'idx_token',
+  date: 'idx_date',
+  number: 'idx_number',
+  quantity: 'idx_quantity',
+  reference: 'idx_reference',
+  uri: 'idx_uri',
+};
+
+/** Params answered from columns of the resources table, not index rows. */
+const COLUMN_PARAMS = new Set(['_id', '_lastUpdated']);
+
+const compiled = new Map<string, CompiledParam[]>();
+
+function splitUnion(expr: string): string[] {
+  const parts: string[] = [];
+  let depth = 0;
+  let cur = '';
+  let quote = false;
+  for (let i = 0; i < expr.length; i++) {
+    const c = expr[i];
+    if (c === "'" && expr[i - 1] !== '\\') quote = !quote;
+    if (!quote) {
+      if (c === '(') depth++;
+      else if (c === ')') depth--;
+      else if (c === '|' && depth === 0) {
+        parts.push(cur.trim());
+        cur = '';
+        continue;
+      }
+    }
+    cur += c;
+  }
+  if (cur.trim()) parts.push(cur.trim());
+  return parts;
+}
+
+function compilePart(expr: string): CompiledPart | undefined {
+  let targetFilter: string | undefined;
+  const src = expr.replace(/\.where\(resolve\(\) is (\w+)\)/g, (_m, t: string) => {
+    targetFilter = t;
+    return '';
+  });
+  try {
+    const fn = fhirpath.compile(src, r4Model) as unknown as (r: unknown) => unknown[];
+    return { fn, targetFilter };
+  } catch {
+    return undefined; // expressions fhirpath.js cannot compile are simply not indexed
+  }
+}
+
+export function compiledParams(type: string): CompiledParam[] {
+  let list = compiled.get(type);
+  if (list) return list;
+  list = [];
+  const def = registry.get(type);
+  for (const p of def?.searchParams.values() ?? []) {
+    if (!TABLE_OF[p.type] || !p.expression || COLUMN_PARAMS.has(p.code)) continue;
+    const parts = splitUnion(p.expression)
+      .map(compilePart)
+      .filter((x): x is CompiledPart => Boolean(x));
+    if (parts.length) list.push({ def: p, parts });
+  }
+  compiled.set(type, list);
+  return list;
+}
+
+// ---- value extraction per parameter type -------------------------------------------------
+
+type Obj = Record<string, unknown>;
+const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function stringValues(v: unknown, out: string[]): void {
+  if (typeof v === 'string') out.push(v);
+  else if (Array.isArray(v)) v.forEach((x) => stringValues(x, out));
+  else if (isObj(v)) {
+    for (const [k, x] of Object.entries(v)) {
+      if (k === 'extension' || k === 'id' || k === 'use' || k === 'period' || k === 'type') continue;
+      stringValues(x, out);
+    }
+  }
+}
+
+function tokenRows(v: unknown, push: (system: string | null, code: string | null, display?: string | null) => void): void {
+  if (typeof v === 'string') push(null, v);
+  else if (typeof v === 'boolean' || typeof v === 'number') push(null, String(v));
+  else if (isObj(v)) {
+    if (Array.isArray(v.coding)) {
+      for (const c of v.coding as Obj[]) {
+        if (isObj(c)) push((c.system as string) ?? null, (c.code as string) ?? null, (c.display as string) ?? null);
+      }
+      if (typeof v.text === 'string') push(null, null, v.text);
+    } else if ('value' in v && typeof v.value === 'string') {
+      // Identifier, ContactPoint
+      const display = isObj(v.type) && typeof v.type.text === 'string' ? v.type.text : null;
+      push((v.system as string) ?? null, v.value, display);
+    } else if ('code' in v || 'system' in v) {
+      push((v.system as string) ?? null, (v.code as string) ?? null, (v.display as string) ?? null);
+    }
+  }
+}
+
+function dateRanges(v: unknown, out: Array<[Date, Date]>): void {
+  if (typeof v === 'string') {
+    const r = parseFhirDate(v);
+    if (r) out.push([r.lo, r.hi]);
+  } else if (isObj(v)) {
+    if ('start' in v || 'end' in v) {
+      const s = typeof v.start === 'string' ? parseFhirDate(v.start) : undefined;
+      const e = typeof v.end === 'string' ? parseFhirDate(v.end) : undefined;
+      out.push([s?.lo ?? MIN_DATE, e?.hi ?? MAX_DATE]);
+    } else if (Array.isArray(v.event)) {
+      v.event.forEach((x) => dateRanges(x, out));
+      if (isObj(v.repeat) && isObj(v.repeat.boundsPeriod)) dateRanges(v.repeat.boundsPeriod, out);
+    }
+  }
+}
+
+function decimalRange(n: number, raw?: string): [number, number] {
+  // Implicit precision: 100 matches [99.5, 100.5); 1.50 matches [1.495, 1.505).
+  const s = raw ?? String(n);
+  const dot = s.indexOf('.');
+  const decimals = dot < 0 ? 0 : s.length - dot - 1;
+  const half = 0.5 * Math.pow(10, -decimals);
+  return [n - half, n + half];
+}
+
+function parseReference(ref: string, base?: string): { type: string | null; id: string | null; url: string } {
+  let r = ref;
+  if (base && r.startsWith(base + '/')) r = r.slice(base.length + 1);
+  const m = /^(?:.*\/)?([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[^/]+)?$/.exec(r);
+  if (m && !/^[a-z]+:/.test(r)) return { type: m[1], id: m[2], url: ref };
+  if (m) return { type: m[1], id: m[2], url: ref }; // absolute URL: keep type/id for matching, url for exact
+  return { type: null, id: null, url: ref };
+}
+
+function pgTimestamp(d: Date): string {
+  const y = d.getUTCFullYear();
+  if (d.getTime() <= MIN_DATE.getTime() || y < 1) return '-infinity';
+  if (d.getTime() >= MAX_DATE.getTime() || y > 9999) return 'infinity';
+  return d.toISOString();
+}
+
+export function extractIndexRows(resource: Resource, opts: { baseUrl?: string } = {}): IndexRows {
+  const rows: IndexRows = {};
+  const type = resource.resourceType;
+  for (const { def, parts } of compiledParams(type)) {
+    const table = TABLE_OF[def.type];
+    const list = (rows[table] ??= []);
+    const param = def.code;
+    const seen = new Set<string>();
+    const add = (row: Row) => {
+      const k = JSON.stringify(row);
+      if (seen.has(k)) return;
+      seen.add(k);
+      list.push({ param, ...row });
+    };
+    for (const part of parts) {
+      let values: unknown[];
+      try {
+        values = part.fn(resource);
+      } catch {
+        continue;
+      }
+      for (const v of values) {
+        switch (def.type) {
+          case 'string': {
+            const strs: string[] = [];
+            stringValues(v, strs);
+            for (const s of strs) add({ value: normalizeString(s), exact: s });
+            break;
+          }
+          case 'token':
+            tokenRows(v, (system, code, display) => add({ system, code, display: display ? normalizeString(display) : null }));
+            break;
+          case 'date': {
+            const ranges: Array<[Date, Date]> = [];
+            dateRanges(v, ranges);
+            for (const [lo, hi] of ranges) add({ lo: pgTimestamp(lo), hi: pgTimestamp(hi) });
+            break;
+          }
+          case 'number':
+            if (typeof v === 'number') {
+              const [lo, hi] = decimalRange(v);
+              add({ value: v, lo, hi });
+            }
+            break;
+          case 'quantity':
+            if (isObj(v) && typeof v.value === 'number') {
+              const [lo, hi] = decimalRange(v.value);
+              add({
+                system: (v.system as string) ?? null,
+                code: (v.code as string) ?? (v.currency as string) ?? null,
+                unit: (v.unit as string) ?? null,
+                value: v.value,
+                lo,
+                hi,
+              });
+            }
+            break;
+          case 'reference': {
+            let ref: string | undefined;
+            if (typeof v === 'string') ref = v; // canonical / uri
+            else if (isObj(v) && typeof v.reference === 'string') ref = v.reference;
+            if (!ref) {
+              if (isObj(v) && isObj(v.identifier)) {
+                // logical reference: searchable through :identifier
+                const idf = v.identifier as Obj;
+                add({ target_type: null, target_id: null, url: `identifier:${idf.system ?? ''}|${idf.value ?? ''}` });
+              }
+              break;
+            }
+            if (ref.startsWith('#')) break; // contained
+            const p = parseReference(ref, opts.baseUrl);
+            if (part.targetFilter && p.type !== part.targetFilter) break;
+            add({ target_type: p.type, target_id: p.id, url: p.url });
+            break;
+          }
+          case 'uri':
+            if (typeof v === 'string') add({ value: v });
+            break;
+        }
+      }
+    }
+    if (!list.length) delete rows[table];
+  }
+  return rows;
+}
+
+/** Replaces the index rows of one resource (delete old, insert new) inside the write transaction. */
+export async function writeIndexRows(tx: Tx, type: string, id: string, rows: IndexRows | null, replace: boolean): Promise<void> {
+  const tenant = tx.tenant;
+  const stmts: string[] = [];
+  const bindings: any[] = [];
+  if (replace) {
+    for (const t of INDEX_TABLES) {
+      stmts.push(`d_${t} AS (DELETE FROM ${t} WHERE tenant_id = ? AND res_type = ? AND res_id = ?)`);
+      bindings.push(tenant, type, id);
+    }
+  }
+  for (const t of INDEX_TABLES) {
+    const list = rows?.[t];
+    if (!list?.length) continue;
+    const types = COLUMN_TYPES[t];
+    const cols = Object.keys(types);
+    const colDefs = ['param text', ...cols.map((c) => `${c} ${types[c]}`)].join(', ');
+    stmts.push(
+      `i_${t} AS (INSERT INTO ${t} (tenant_id, res_type, res_id, param, ${cols.join(', ')})
+        SELECT ?, ?, ?, x.param, ${cols.map((c) => `x.${c}`).join(', ')}
+        FROM jsonb_to_recordset(?::jsonb) AS x(${colDefs}))`,
+    );
+    bindings.push(tenant, type, id, JSON.stringify(list));
+  }
+  if (!stmts.length) return;
+  await tx.raw(`WITH ${stmts.join(',\n')} SELECT 1`, bindings);
+}
+
+const TEXT = 'text';
+const COLUMN_TYPES: Record<IndexTable, Record<string, string>> = {
+  idx_string: { value: TEXT, exact: TEXT },
+  idx_token: { system: TEXT, code: TEXT, display: TEXT },
+  idx_date: { lo: 'timestamptz', hi: 'timestamptz' },
+  idx_number: { value: 'numeric', lo: 'numeric', hi: 'numeric' },
+  idx_quantity: { system: TEXT, code: TEXT, unit: TEXT, value: 'numeric', lo: 'numeric', hi: 'numeric' },
+  idx_reference: { target_type: TEXT, target_id: TEXT, url: TEXT },
+  idx_uri: { value: TEXT },
+};

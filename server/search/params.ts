@@ -1,0 +1,78 @@
+/** Parsing of search query strings into parameter clauses (name, modifier, OR-values). */
+import { badRequest } from '../fhir/errors';
+
+export interface Clause {
+  name: string;
+  modifier?: string;
+  /** OR-ed values (comma-separated in the query, `\,` escapes a comma). */
+  values: string[];
+  /** The original `name[:modifier]` as given, for self links. */
+  raw: string;
+}
+
+export type QueryInput = Array<[string, string]>;
+
+/** Turns express' parsed query (or a form body) into ordered [key, value] pairs. */
+export function queryPairs(...sources: Array<Record<string, unknown> | undefined>): QueryInput {
+  const out: QueryInput = [];
+  for (const src of sources) {
+    if (!src) continue;
+    for (const [k, v] of Object.entries(src)) {
+      const list = Array.isArray(v) ? v : [v];
+      for (const x of list) {
+        if (typeof x === 'string') out.push([k, x]);
+        else if (x !== undefined) throw badRequest(`Search parameter "${k}" has an unsupported structure`);
+      }
+    }
+  }
+  return out;
+}
+
+export function splitOr(value: string): string[] {
+  const out: string[] = [];
+  let cur = '';
+  for (let i = 0; i < value.length; i++) {
+    const c = value[i];
+    if (c === '\\' && i + 1 < value.length) {
+      cur += value[++i];
+    } else if (c === ',') {
+      out.push(cur);
+      cur = '';
+    } else cur += c;
+  }
+  out.push(cur);
+  return out;
+}
+
+export function splitPipe(value: string): string[] {
+  const out: string[] = [];
+  let cur = '';
+  for (let i = 0; i < value.length; i++) {
+    const c = value[i];
+    if (c === '\\' && value[i + 1] === '|') {
+      cur += '|';
+      i++;
+    } else if (c === '|') {
+      out.push(cur);
+      cur = '';
+    } else cur += c;
+  }
+  out.push(cur);
+  return out;
+}
+
+export function parseClause(key: string, value: string): Clause {
+  const idx = key.indexOf(':');
+  const name = idx < 0 ? key : key.slice(0, idx);
+  const modifier = idx < 0 ? undefined : key.slice(idx + 1);
+  return { name, modifier, values: splitOr(value), raw: key };
+}
+
+export const PREFIXES = ['eq', 'ne', 'gt', 'lt', 'ge', 'le', 'sa', 'eb', 'ap'] as const;
+export type Prefix = (typeof PREFIXES)[number];
+
+export function splitPrefix(value: string): { prefix: Prefix; rest: string } {
+  const m = /^([a-z]{2})(.*)$/.exec(value);
+  if (m && (PREFIXES as readonly string[]).includes(m[1])) return { prefix: m[1] as Prefix, rest: m[2] };
+  return { prefix: 'eq', rest: value };
+}
