@@ -40,6 +40,14 @@ const minimal = { resourceType: 'Patient', id: 'p1', name: [{ family: 'Doe', giv
 const patientExample = load('Patient-example.json');
 const appointment = load('Appointment-example.json');
 const observation = load('Observation-blood-pressure.json');
+const bundle = {
+  resourceType: 'Bundle',
+  type: 'transaction',
+  entry: [patientExample, appointment, observation].map((resource) => ({
+    resource,
+    request: { method: 'POST', url: (resource as { resourceType: string }).resourceType },
+  })),
+};
 const invalid = { resourceType: 'Patient', birthDate: '1970-13-45', foo: 1 };
 
 const rows: [string, number][] = [
@@ -47,6 +55,7 @@ const rows: [string, number][] = [
   ['Patient-example.json (valid)', perCall(patientExample, 100000)],
   ['Appointment-example.json (valid, required-element walk)', perCall(appointment, 100000)],
   ['Observation-blood-pressure.json (valid)', perCall(observation, 100000)],
+  ['transaction Bundle with the 3 resources above', perCall(bundle, 50000)],
   ['Patient with 2 errors', perCall(invalid, 100000)],
 ];
 

@@ -453,6 +453,13 @@ function ajvErrorToIssue(e: ErrorObject, root: string, data: unknown): Validatio
     }
     case 'enum': {
       const v = valueAt(data, e.instancePath);
+      // code elements are plain `enum` schemas without a `type`, so shape errors surface here
+      if (Array.isArray(v)) {
+        return issue('structure', `${where} must be a single value, not an array (max cardinality is 1)`, where);
+      }
+      if (v !== null && typeof v === 'object') {
+        return issue('structure', `${where} must be a code (JSON string), got an object`, where);
+      }
       const allowed = (p.allowedValues as unknown[]) ?? [];
       const list = allowed.slice(0, 12).map((x) => JSON.stringify(x)).join(', ') + (allowed.length > 12 ? ', ...' : '');
       return issue('code-invalid', `Invalid code ${show(v)} for ${where}: must be one of ${list}`, where);

@@ -4,7 +4,8 @@
  */
 import cluster from 'node:cluster';
 import { loadConfig } from './config';
-import { openDatabase } from './db/connection';
+import type { Server } from 'node:http';
+import { Database, openDatabase } from './db/connection';
 import { createApp } from './http/app';
 import { ensureTenant } from './http/tenants';
 import { logger } from './log';
@@ -52,26 +53,53 @@ async function main(): Promise<void> {
     if (workers > 1) {
       await db.close();
       for (let i = 0; i < workers; i++) cluster.fork();
+      let stopping = false;
       cluster.on('exit', (w, code) => {
+        if (stopping) return;
         logger.error({ worker: w.process.pid, code }, 'worker exited; starting a new one');
         cluster.fork();
       });
+      for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+        process.on(sig, () => {
+          stopping = true;
+          for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM');
+          setTimeout(() => process.exit(0), 11_000).unref();
+          cluster.on('exit', () => {
+            if (!Object.values(cluster.workers ?? {}).some((w) => w && !w.isDead())) process.exit(0);
+          });
+        });
+      }
       printBanner(config, workers, db.engine);
       return;
     }
-    await serve(config, db.app);
+    await serve(config, db);
     printBanner(config, 1, db.engine);
     return;
   }
   const db = await openDatabase(config, { migrate: false });
-  await serve(config, db.app);
+  await serve(config, db);
 }
 
-async function serve(config: ReturnType<typeof loadConfig>, db: import('knex').Knex): Promise<void> {
+async function serve(config: ReturnType<typeof loadConfig>, db: Database): Promise<void> {
   let redisPing: (() => Promise<void>) | undefined;
   if (config.redisUrl) redisPing = await redisProbe(config.redisUrl);
-  const { app } = createApp({ config, db, redisPing });
-  await new Promise<void>((resolve) => app.listen(config.port, config.host, resolve));
+  const { app } = createApp({ config, db: db.app, redisPing });
+  const server = await new Promise<Server>((resolve) => {
+    const s = app.listen(config.port, config.host, () => resolve(s));
+  });
+  // Graceful stop: finish in-flight requests, then close the database (PGlite flushes to disk).
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'shutting down');
+    server.close(() => {
+      db.close().finally(() => process.exit(0));
+    });
+    setTimeout(() => process.exit(0), 10_000).unref();
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
 }
 
 async function redisProbe(url: string): Promise<() => Promise<void>> {

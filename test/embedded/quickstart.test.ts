@@ -1,0 +1,141 @@
+/**
+ * Runs the README's start command (npm start) exactly as a new user would: no DATABASE_URL, so the
+ * embedded PGlite database in DATA_DIR, a demo tenant with demo data, and the FHIR base printed.
+ */
+import { spawn, ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+
+const ROOT = path.resolve(__dirname, '../..');
+let dataDir: string;
+let child: ChildProcess | undefined;
+let base: string;
+let output = '';
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as net.AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+async function start(): Promise<void> {
+  const port = await freePort();
+  output = '';
+  const env = { ...process.env, PORT: String(port), DATA_DIR: dataDir, LOG_LEVEL: 'warn' } as NodeJS.ProcessEnv;
+  delete env.DATABASE_URL;
+  delete env.REDIS_URL;
+  child = spawn('npm', ['start', '--silent'], { cwd: ROOT, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout!.on('data', (d) => (output += d));
+  child.stderr!.on('data', (d) => (output += d));
+  const deadline = Date.now() + 90_000;
+  while (!/FHIR endpoint:\s+(\S+)/.test(output)) {
+    if (Date.now() > deadline || child.exitCode !== null) throw new Error(`server did not start:\n${output}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  base = /FHIR endpoint:\s+(\S+)/.exec(output)![1];
+}
+
+async function stop(): Promise<void> {
+  if (!child || child.exitCode !== null) return;
+  const exited = new Promise((r) => child!.once('exit', r));
+  process.kill(-child.pid!, 'SIGTERM');
+  await exited;
+}
+
+beforeAll(async () => {
+  dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'fhir-embedded-'));
+  await start();
+});
+
+afterAll(async () => {
+  await stop();
+  fs.rmSync(dataDir, { recursive: true, force: true });
+});
+
+const json = async (res: Response) => ({ status: res.status, headers: res.headers, body: await res.json() });
+
+test('prints the FHIR base and serves the CapabilityStatement', async () => {
+  expect(output).toMatch(/Portal:\s+http/);
+  expect(base).toMatch(/\/fhir\/demo$/);
+  const r = await json(await fetch(`${base}/metadata`));
+  expect(r.status).toBe(200);
+  expect(r.body.resourceType).toBe('CapabilityStatement');
+  expect(r.body.fhirVersion).toBe('4.0.1');
+});
+
+test('the demo tenant has demo data, searchable', async () => {
+  const p = await json(await fetch(`${base}/Patient?family=moreau`));
+  expect(p.body.total).toBe(1);
+  expect(p.body.entry[0].resource.name[0].given[0]).toBe('Élise');
+  const slots = await json(await fetch(`${base}/Slot?status=free&_summary=count`));
+  expect(slots.body.total).toBeGreaterThan(0);
+  const pr = await json(await fetch(`${base}/Practitioner?family=rivera`));
+  expect(pr.body.total).toBe(1);
+});
+
+test('create, update, history and a transaction work on the embedded database', async () => {
+  const c = await json(
+    await fetch(`${base}/Patient`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/fhir+json' },
+      body: JSON.stringify({ resourceType: 'Patient', name: [{ family: 'Smoketest' }] }),
+    }),
+  );
+  expect(c.status).toBe(201);
+  const u = await json(
+    await fetch(`${base}/Patient/${c.body.id}`, {
+      method: 'PUT',
+      headers: { 'Content-Type': 'application/fhir+json', 'If-Match': 'W/"1"' },
+      body: JSON.stringify({ resourceType: 'Patient', id: c.body.id, name: [{ family: 'Smoketest' }], active: true }),
+    }),
+  );
+  expect(u.status).toBe(200);
+  expect(u.headers.get('etag')).toBe('W/"2"');
+  const h = await json(await fetch(`${base}/Patient/${c.body.id}/_history`));
+  expect(h.body.entry).toHaveLength(2);
+  const t = await json(
+    await fetch(base, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/fhir+json' },
+      body: JSON.stringify({
+        resourceType: 'Bundle',
+        type: 'transaction',
+        entry: [
+          { fullUrl: 'urn:uuid:0b0e7f4c-1a4e-4b55-9e0c-5b7a8e0d0001', resource: { resourceType: 'Patient', name: [{ family: 'Txsmoke' }] }, request: { method: 'POST', url: 'Patient' } },
+          {
+            resource: { resourceType: 'Observation', status: 'final', code: { text: 'note' }, subject: { reference: 'urn:uuid:0b0e7f4c-1a4e-4b55-9e0c-5b7a8e0d0001' } },
+            request: { method: 'POST', url: 'Observation' },
+          },
+        ],
+      }),
+    }),
+  );
+  expect(t.status).toBe(200);
+  const obsId = t.body.entry[1].response.location.split('/')[1];
+  const o = await json(await fetch(`${base}/Observation/${obsId}`));
+  expect(o.body.subject.reference).toBe(t.body.entry[0].response.location.split('/_history')[0]);
+});
+
+test('data survives a restart (same DATA_DIR)', async () => {
+  const before = await json(await fetch(`${base}/Patient?family=smoketest`));
+  expect(before.body.total).toBe(1);
+  await stop();
+  await start();
+  const after = await json(await fetch(`${base}/Patient?family=smoketest`));
+  expect(after.body.total).toBe(1);
+  const demo = await json(await fetch(`${base}/Patient?_summary=count`));
+  expect(demo.body.total).toBe(5); // 3 demo patients (loaded once) + 2 created above
+});
+
+test('health and readiness', async () => {
+  const origin = new URL(base).origin;
+  expect((await fetch(`${origin}/healthz`)).status).toBe(200);
+  const ready = await json(await fetch(`${origin}/readyz`));
+  expect(ready.body.checks.database).toBe('ok');
+});

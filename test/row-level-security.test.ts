@@ -1,0 +1,50 @@
+/** Postgres row-level security is the last line between tenants: prove it holds without app filters. */
+import { startTestServer, TestServer, FHIR_JSON } from './helpers/test-server';
+import { inTenant } from '../server/db/tenant-tx';
+
+let s: TestServer;
+let other: string;
+beforeAll(async () => {
+  s = await startTestServer();
+  other = await s.newTenant();
+  for (const t of [s.tenant, other]) {
+    const r = await s.http.post(`/fhir/${t}/Patient`).set('Content-Type', FHIR_JSON).send({ resourceType: 'Patient', name: [{ family: `Rls-${t}` }] });
+    expect(r.status).toBe(201);
+  }
+});
+afterAll(async () => s.close());
+
+test('the application role is neither superuser nor BYPASSRLS', async () => {
+  const r = await s.db.app.raw(`SELECT current_user AS u, rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user`);
+  expect(r.rows[0]).toEqual({ u: 'fhir_app', rolsuper: false, rolbypassrls: false });
+});
+
+test('a query that forgets the tenant filter still sees only its own tenant', async () => {
+  const rows = await inTenant(s.db.app, s.tenant, async (tx) => (await tx.raw(`SELECT DISTINCT tenant_id FROM resources`)).rows);
+  expect(rows).toEqual([{ tenant_id: s.tenant }]);
+  for (const table of ['resource_history', 'idx_string', 'idx_token', 'tenants']) {
+    const seen = await inTenant(s.db.app, s.tenant, async (tx) => (await tx.raw(`SELECT DISTINCT tenant_id FROM ${table}`)).rows);
+    expect(seen).toEqual([{ tenant_id: s.tenant }]);
+  }
+});
+
+test('without a tenant set, nothing is visible at all', async () => {
+  const r = await s.db.app.transaction(async (trx) => (await trx.raw(`SELECT count(*)::int AS n FROM resources`)).rows[0].n);
+  expect(r).toBe(0);
+});
+
+test('writing a row for another tenant is refused by the policy', async () => {
+  await expect(
+    inTenant(s.db.app, s.tenant, (tx) =>
+      tx.raw(`INSERT INTO resources (tenant_id, res_type, id, version, last_updated, content) VALUES (?, 'Patient', 'x', 1, now(), '{}')`, [other]),
+    ),
+  ).rejects.toThrow(/row-level security/);
+});
+
+test('the owner tables force RLS on every tenant table', async () => {
+  const r = await s.db.owner.raw(
+    `SELECT relname FROM pg_class WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace
+       AND relname NOT LIKE 'knex_%' AND NOT (relrowsecurity AND relforcerowsecurity)`,
+  );
+  expect(r.rows).toEqual([]);
+});
