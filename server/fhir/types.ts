@@ -44,6 +44,6 @@ export interface TenantContext {
 }
 
 export interface TenantSettings {
-  /** Require If-Match on update/patch (428 when missing). */
+  /** Require If-Match on update/patch (400 when missing, as R4 says). */
   requireIfMatch?: boolean;
 }
