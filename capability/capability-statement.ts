@@ -23,7 +23,7 @@ export function capabilityStatement(baseUrl: string, settings: TenantSettings): 
       readHistory: true,
       updateCreate: true,
       conditionalCreate: true,
-      conditionalRead: 'not-supported',
+      conditionalRead: 'full-support',
       conditionalUpdate: true,
       conditionalDelete: 'multiple',
       searchParam: [...def.searchParams.values()]

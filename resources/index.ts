@@ -60,6 +60,8 @@ export interface ResourceTypeDef {
   type: string;
   searchParams: Map<string, SearchParamDef>;
   summary: string[];
+  /** Top-level elements with min >= 1 (kept by _elements and _summary=text). */
+  mandatory: string[];
   interactions: Interaction[];
   module?: ResourceModule;
 }
@@ -67,6 +69,7 @@ export interface ResourceTypeDef {
 interface RawType {
   summary: string[];
   searchParams: SearchParamDef[];
+  elements?: Array<{ path: string; min: number }>;
 }
 
 const ALL_INTERACTIONS: Interaction[] = [
@@ -90,6 +93,9 @@ function buildRegistry(): Map<string, ResourceTypeDef> {
       type,
       searchParams: new Map(def.searchParams.map((p) => [p.code, p])),
       summary: def.summary,
+      mandatory: (def.elements ?? [])
+        .filter((e) => e.min >= 1 && e.path.indexOf('.') === type.length && e.path.lastIndexOf('.') === type.length)
+        .map((e) => e.path.slice(type.length + 1)),
       interactions: ALL_INTERACTIONS.filter((i) => !forbidden.has(i as never)),
       module,
     });

@@ -195,3 +195,27 @@ describe('conditional patch', () => {
     expect((await s.http.get(`${s.base}/Patient/${a.id}`)).body.active).toBe(false);
   });
 });
+
+// docs/decisions.md: unknown parameters in a conditional interaction are an error, never ignored.
+describe('unknown parameters in conditional interactions', () => {
+  test('create / update / delete / patch with an unknown parameter → 400 and nothing changes', async () => {
+    const v = uniq();
+    const a = await create(s, patientWith(SYS, v));
+    const q = `identifier=${encodeURIComponent(`${SYS}|${v}`)}&no-such-param=1`;
+    const c = await post(patientWith(SYS, v), q);
+    expect(c.status).toBe(400);
+    expectOutcome(c.body);
+    const u = await s.http.put(`${s.base}/Patient?${q}`).set('Content-Type', FHIR_JSON).send(patientWith(SYS, v, { gender: 'male' }));
+    expect(u.status).toBe(400);
+    const d = await s.http.delete(`${s.base}/Patient?${q}`);
+    expect(d.status).toBe(400);
+    const p = await s.http
+      .patch(`${s.base}/Patient?${q}`)
+      .set('Content-Type', 'application/json-patch+json')
+      .send(JSON.stringify([{ op: 'replace', path: '/active', value: false }]));
+    expect(p.status).toBe(400);
+    expect(await idsWith(v)).toEqual([a.id]);
+    const read = await s.http.get(`${s.base}/Patient/${a.id}`);
+    expect(read.body.meta.versionId).toBe('1');
+  });
+});

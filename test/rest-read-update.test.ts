@@ -257,14 +257,18 @@ describe('If-Match', () => {
     expect((await s.http.get(`${s.base}/Patient/${c.id}`)).body.meta.versionId).toBe('1');
   });
 
-  test('tenant with requireIfMatch: PUT without If-Match is 428, with it 200', async () => {
+  // docs/decisions.md: a missing required If-Match is 400 (R4 http.html wording), code "required".
+  test('tenant with requireIfMatch: PUT/PATCH without If-Match is 400 "required", with it 200', async () => {
     const t = await s.newTenant();
     await s.setSettings({ requireIfMatch: true }, t);
     const base = `/fhir/${t}`;
     const c = await create(s, patientWith('urn:t:req', uniq()), base);
     const r = await put(`${base}/Patient/${c.id}`, { ...c, active: false });
-    expect(r.status).toBe(428);
-    expectOutcome(r.body);
+    expect(r.status).toBe(400);
+    expectOutcome(r.body, 'required');
+    expect((await s.http.get(`${base}/Patient/${c.id}`)).body.meta.versionId).toBe('1');
+    const meta = await s.http.get(`${base}/metadata`);
+    expect(meta.body.rest[0].resource.find((x: { type: string }) => x.type === 'Patient').versioning).toBe('versioned-update');
     const ok = await put(`${base}/Patient/${c.id}`, { ...c, active: false }).set('If-Match', 'W/"1"');
     expect(ok.status).toBe(200);
     // patch needs it too
@@ -272,7 +276,18 @@ describe('If-Match', () => {
       .patch(`${base}/Patient/${c.id}`)
       .set('Content-Type', 'application/json-patch+json')
       .send(JSON.stringify([{ op: 'replace', path: '/active', value: true }]));
-    expect(p.status).toBe(428);
+    expect(p.status).toBe(400);
+    expectOutcome(p.body, 'required');
+    // requireIfMatch covers direct updates only: a conditional update (the client may not know
+    // the version) needs none, but a stale one it sends is still checked
+    const sys = 'urn:t:req';
+    const value = (c.identifier as Array<{ value: string }>)[0].value;
+    const cq = `${base}/Patient?identifier=${encodeURIComponent(`${sys}|${value}`)}`;
+    const cu = await put(cq, patientWith(sys, value, { gender: 'male' }));
+    expect(cu.status).toBe(200);
+    expect(cu.body.meta.versionId).toBe('3');
+    const cuStale = await put(cq, patientWith(sys, value, { gender: 'female' })).set('If-Match', 'W/"1"');
+    expect(cuStale.status).toBe(412);
     // the default test tenant does not require it
     const d = await create(s, patientWith('urn:t:req', uniq()));
     expect((await put(`${s.base}/Patient/${d.id}`, d)).status).toBe(200);

@@ -46,7 +46,10 @@ export function parseSummary(v: string | undefined): SummaryMode | undefined {
 export function applySummary(resource: Resource, mode: SummaryMode | undefined): Resource {
   if (!mode || mode === 'false' || mode === 'count') return resource;
   if (mode === 'data') return keep(resource, (k) => k !== 'text');
-  if (mode === 'text') return keep(resource, (k) => k === 'text');
+  if (mode === 'text') {
+    const mandatory = registry.get(resource.resourceType)?.mandatory ?? [];
+    return keep(resource, (k) => k === 'text' || matchesElement(k, mandatory));
+  }
   const summary = registry.get(resource.resourceType)?.summary ?? [];
   return keep(resource, (k) => matchesElement(k, summary));
 }
@@ -64,9 +67,9 @@ export function parseElements(v: string | undefined): string[] | undefined {
 
 export function applyElements(resource: Resource, elements: string[] | undefined): Resource {
   if (!elements) return resource;
-  const required = new Set(registry.get(resource.resourceType)?.summary ?? []);
-  void required;
-  return keep(resource, (k) => matchesElement(k, elements));
+  // The spec: the named elements plus the mandatory (min >= 1) ones.
+  const names = [...elements, ...(registry.get(resource.resourceType)?.mandatory ?? [])];
+  return keep(resource, (k) => matchesElement(k, names));
 }
 
 /** Applies _summary/_elements if asked; returns undefined when nothing changes. */

@@ -20,19 +20,34 @@ export const httpDuration = new client.Histogram({
   registers: [registry],
 });
 
+type Pool = { numUsed(): number; numFree(): number; numPendingAcquires(): number };
+
+/** Every knex instance the process serves from (several apps may live in one process, e.g. tests). */
+const watched = new Map<Knex, Pool | undefined>();
+
+new client.Gauge({
+  name: 'db_pool_connections',
+  help: 'Database pool connections by state',
+  labelNames: ['state'],
+  registers: [registry],
+  collect() {
+    let used = 0;
+    let free = 0;
+    let pending = 0;
+    for (const [db, initial] of watched) {
+      const p = (db.client as { pool?: Pool }).pool ?? initial;
+      if (!p) continue;
+      used += p.numUsed();
+      free += p.numFree();
+      pending += p.numPendingAcquires();
+    }
+    this.set({ state: 'used' }, used);
+    this.set({ state: 'free' }, free);
+    this.set({ state: 'pending' }, pending);
+  },
+});
+
+/** Adds a pool to the db_pool_connections gauge (registering the gauge twice would throw). */
 export function watchPool(db: Knex): void {
-  const pool = (db.client as { pool?: { numUsed(): number; numFree(): number; numPendingAcquires(): number } }).pool;
-  new client.Gauge({
-    name: 'db_pool_connections',
-    help: 'Database pool connections by state',
-    labelNames: ['state'],
-    registers: [registry],
-    collect() {
-      const p = (db.client as { pool?: typeof pool }).pool ?? pool;
-      if (!p) return;
-      this.set({ state: 'used' }, p.numUsed());
-      this.set({ state: 'free' }, p.numFree());
-      this.set({ state: 'pending' }, p.numPendingAcquires());
-    },
-  });
+  watched.set(db, (db.client as { pool?: Pool }).pool);
 }

@@ -3,6 +3,14 @@
 const DATE_RE =
   /^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$/;
 
+/** Date.UTC, except that years 0-99 stay years 0-99 (Date.UTC maps them to 1900-1999). */
+function utc(year: number, month: number, day = 1, hour = 0, minute = 0, second = 0, ms = 0): number {
+  const d = new Date(Date.UTC(2000, 0, 1));
+  d.setUTCFullYear(year, month, day);
+  d.setUTCHours(hour, minute, second, ms);
+  return d.getTime();
+}
+
 export interface DateRange {
   lo: Date;
   hi: Date; // exclusive
@@ -21,21 +29,24 @@ export function parseFhirDate(value: string): DateRange | undefined {
   const hour = h ? Number(h) : 0;
   const minute = mi ? Number(mi) : 0;
   const second = s ? Number(s) : 0;
-  if (hour > 24 || minute > 59 || second > 60) return undefined;
+  if (hour > 23 || minute > 59 || second > 60) return undefined;
   const ms = frac ? Math.round(Number(frac) * 1000) : 0;
   let offsetMin = 0;
   if (tz && tz !== 'Z') {
     const sign = tz[0] === '-' ? -1 : 1;
-    offsetMin = sign * (Number(tz.slice(1, 3)) * 60 + Number(tz.slice(4, 6)));
+    const th = Number(tz.slice(1, 3));
+    const tm = Number(tz.slice(4, 6));
+    if (th > 14 || tm > 59) return undefined;
+    offsetMin = sign * (th * 60 + tm);
   }
-  const base = Date.UTC(year, month, day, hour, minute, second, ms) - offsetMin * 60_000;
+  const base = utc(year, month, day, hour, minute, second, ms) - offsetMin * 60_000;
   const lo = new Date(base);
   if (Number.isNaN(lo.getTime())) return undefined;
-  if (d && new Date(Date.UTC(year, month, day)).getUTCDate() !== day) return undefined;
+  if (d && new Date(utc(year, month, day)).getUTCDate() !== day) return undefined;
   let hi: Date;
-  if (!mo) hi = new Date(Date.UTC(year + 1, 0, 1));
-  else if (!d) hi = new Date(Date.UTC(year, month + 1, 1));
-  else if (!h) hi = new Date(Date.UTC(year, month, day + 1));
+  if (!mo) hi = new Date(utc(year + 1, 0, 1));
+  else if (!d) hi = new Date(utc(year, month + 1, 1));
+  else if (!h) hi = new Date(utc(year, month, day + 1));
   else if (!s) hi = new Date(base + 60_000);
   else if (!frac) hi = new Date(base + 1000);
   else hi = new Date(base + 1);

@@ -103,13 +103,19 @@ export async function search(tx: Tx, req: SearchRequest): Promise<SearchResult> 
   const totalMode = get('_total') ?? 'accurate';
   if (!['none', 'estimate', 'accurate'].includes(totalMode)) throw badRequest(`_total must be none, estimate or accurate`, ['_total']);
   const summary = get('_summary');
-  const sort = get('_sort');
-  if (sort && !['_lastUpdated', '-_lastUpdated', '_id'].includes(sort)) {
+  let sort = get('_sort');
+  let sortWarning: OperationOutcomeIssue | undefined;
+  if (sort && !['_lastUpdated', '-_lastUpdated'].includes(sort)) {
     const msg = `_sort=${sort} is not supported yet (supported: _lastUpdated, -_lastUpdated)`;
     if (req.strict) throw FhirError.of(400, 'not-supported', msg, ['_sort']);
+    sortWarning = { severity: 'warning', code: 'not-supported', diagnostics: `${msg}; it was ignored`, expression: ['_sort'] };
+    sort = undefined;
   }
   const desc = sort === '-_lastUpdated';
   const { conds, applied, warnings } = buildConditions(req.type, req.params, req.baseUrl, req.strict);
+  if (sortWarning) warnings.push(sortWarning);
+  // the self link shows _sort only when it was applied
+  if (sort) applied.push(['_sort', sort]);
   for (const k of ['_include', '_revinclude', '_contained']) {
     if (get(k) !== undefined) {
       const msg = `${k} is not supported yet`;
