@@ -277,7 +277,7 @@ async function searchType(ctx: TenantContext, req: FhirRequest, type: string): P
   const res = await run(ctx, (tx) =>
     search(tx, { type, params: req.query, baseUrl: ctx.baseUrl, strict, defaultCount: ctx.config.defaultCount, maxCount: ctx.config.maxCount }),
   );
-  const shaping: QueryInput = req.query.filter(([k]) => ['_count', '_summary', '_elements', '_total', '_sort'].includes(k));
+  const shaping: QueryInput = req.query.filter(([k]) => ['_count', '_summary', '_elements', '_total'].includes(k));
   const used = [...res.applied, ...shaping];
   const bundle: Bundle = {
     resourceType: 'Bundle',

@@ -34,10 +34,33 @@ function parseBody(req: Request): unknown {
   if (ct && !JSON_TYPES.has(ct)) {
     throw FhirError.of(415, 'not-supported', `Content-Type "${ct}" is not supported; send application/fhir+json`);
   }
+  let parsed: unknown;
   try {
-    return JSON.parse(raw.toString('utf8'));
+    parsed = JSON.parse(raw.toString('utf8'));
   } catch (e) {
     throw FhirError.of(400, 'structure', `The body is not valid JSON: ${(e as Error).message}`);
+  }
+  checkJsonShape(parsed);
+  return parsed;
+}
+
+/** Deeper than any real resource; deeper bodies would overflow the stack when serialised. */
+const MAX_JSON_DEPTH = 100;
+
+/**
+ * Rejects bodies we could not store faithfully: numbers beyond double range (JSON.parse turns
+ * 1e400 into Infinity, which would be stored as null) and absurd nesting. Iterative on purpose.
+ */
+function checkJsonShape(root: unknown): void {
+  const stack: Array<[unknown, number]> = [[root, 1]];
+  while (stack.length) {
+    const [v, depth] = stack.pop()!;
+    if (typeof v === 'number') {
+      if (!Number.isFinite(v)) throw FhirError.of(400, 'structure', 'The body holds a number outside the range this server can store');
+    } else if (v !== null && typeof v === 'object') {
+      if (depth > MAX_JSON_DEPTH) throw FhirError.of(400, 'structure', `The body is nested deeper than ${MAX_JSON_DEPTH} levels`);
+      for (const x of Array.isArray(v) ? v : Object.values(v)) stack.push([x, depth + 1]);
+    }
   }
 }
 
