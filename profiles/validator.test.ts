@@ -308,4 +308,12 @@ describe('r4-registry.json', () => {
     expect(reduceExpression('value.as(Quantity) | Practitioner.x', 'Patient', types)).toBe('value.as(Quantity)');
     expect(reduceExpression('Practitioner.x', 'Patient', types)).toBe('');
   });
+
+  test('complex elements must be objects (the schema gives them no type of their own)', () => {
+    const meta = validateResource({ resourceType: 'Patient', meta: 'x' });
+    expect(meta.map((i) => i.expression[0])).toEqual(['Patient.meta']);
+    const nested = validateResource({ resourceType: 'Patient', extension: [[{ url: 'http://x' }]] });
+    expect(nested.length).toBeGreaterThan(0);
+    expect(validateResource({ resourceType: 'Patient', name: 'Smith' }).length).toBeGreaterThan(0);
+  });
 });

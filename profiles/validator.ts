@@ -288,6 +288,9 @@ function patchSchema(defs: Record<string, JsonObject>): void {
   for (const def of Object.values(defs)) {
     const props = def.properties as Record<string, JsonObject> | undefined;
     if (!props) continue;
+    // Complex types and resources carry `properties` but no `type`, so "meta": "x" or an
+    // extension written as nested arrays would pass; they are JSON objects.
+    if (def.type === undefined) def.type = 'object';
     for (const name of Object.keys(props)) {
       if (name.startsWith('_') || '_' + name in props) continue;
       const ps = props[name];
