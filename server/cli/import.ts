@@ -24,8 +24,13 @@ The import stops at the first failed bundle and exits with status 1, naming the 
 status and the server's OperationOutcome diagnostics. In a batch, an entry whose response status
 is 4xx/5xx also counts as a failure (the entry index and message are reported).
 
-Example:
-  npm run import -- --url http://localhost:8080/fhir/demo ./synthea/blaze-2021 ./synthea/smart-on-fhir-2019
+With --concurrency above 1 the other bundles may finish in any order. Data sets that must load
+in a set order (e.g. one whose conditional references would become ambiguous once another set
+adds resources with the same identifiers) are best imported with one run each.
+
+Examples:
+  npm run import -- --url http://localhost:8080/fhir/demo ./synthea/blaze-2021
+  FHIR_BASE_URL=http://localhost:8080/fhir/demo npm run import -- --concurrency 4 ./bundles/patient-1.json.gz
 `;
 
 export interface ImportOptions {

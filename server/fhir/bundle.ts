@@ -11,6 +11,7 @@ import { badRequest, FhirError } from './errors';
 import { conditionalMatches, handle, run, setBundleHandler } from './interactions';
 import type { FhirRequest, FhirResponse, TenantContext } from './types';
 import { errorToResponse } from './error-response';
+import { rewriteResource } from './reference-rewrite';
 
 const ORDER: Record<string, number> = { DELETE: 0, POST: 1, PUT: 2, PATCH: 2, GET: 3, HEAD: 3 };
 const STATUS_TEXT: Record<number, string> = {
@@ -28,6 +29,9 @@ interface ParsedEntry {
 }
 
 function parseEntry(ctx: TenantContext, entry: BundleEntry, index: number): ParsedEntry {
+  if (!entry || typeof entry !== 'object' || Array.isArray(entry)) {
+    throw badRequest(`Bundle.entry[${index}] must be an object`, [`Bundle.entry[${index}]`]);
+  }
   const req = entry.request;
   if (!req?.method || !req.url) throw badRequest(`Bundle.entry[${index}].request needs method and url`, [`Bundle.entry[${index}].request`]);
   const method = req.method as FhirRequest['method'];
@@ -96,25 +100,6 @@ function entryResponse(ctx: TenantContext, res: FhirResponse, prefer?: string): 
 
 type Json = unknown;
 
-/** Rewrites urn:uuid placeholders and (already resolved) conditional references everywhere. */
-function rewrite(value: Json, map: Map<string, string>, key?: string): Json {
-  if (typeof value === 'string') {
-    const hit = map.get(value);
-    if (hit) return hit;
-    if (key === 'div' && value.includes('urn:uuid:')) {
-      return value.replace(/urn:uuid:[0-9a-fA-F-]{36}/g, (m) => map.get(m) ?? m);
-    }
-    return value;
-  }
-  if (Array.isArray(value)) return value.map((v) => rewrite(v, map));
-  if (value && typeof value === 'object') {
-    const out: Record<string, Json> = {};
-    for (const [k, v] of Object.entries(value)) out[k] = rewrite(v, map, k);
-    return out;
-  }
-  return value;
-}
-
 function collectReferences(value: Json, out: Set<string>): void {
   if (Array.isArray(value)) value.forEach((v) => collectReferences(v, out));
   else if (value && typeof value === 'object') {
@@ -172,6 +157,27 @@ async function transaction(ctx: TenantContext, bundle: Bundle, prefer?: string):
       }
     }
 
+    // 1b. conditional updates (PUT Type?query): resolve the target now, so that its identity takes
+    // part in the overlap check and other entries can reference its fullUrl. The query may name
+    // placeholders of other entries (e.g. subject=urn:uuid:...).
+    const conditionalPut = new Map<number, string>();
+    for (const p of entries) {
+      if (p.method !== 'PUT' || p.segments.length !== 1) continue;
+      const type = p.segments[0];
+      if (!registry.has(type)) continue; // handle() reports the unknown type
+      p.query = p.query.map(([k, v]) => [k, map.get(v) ?? v]);
+      const ids = await conditionalMatches(tx, tctx, type, p.query, 2);
+      if (ids.length > 1) throw FhirError.of(412, 'multiple-matches', `Bundle.entry[${p.index}]: the conditional update matched more than one ${type}`);
+      const bodyId = (p.entry.resource as Resource | undefined)?.id;
+      if (ids.length === 1 && bodyId && bodyId !== ids[0]) {
+        throw badRequest(`Bundle.entry[${p.index}]: the body id "${bodyId}" differs from the matched ${type}/${ids[0]}`, [`Bundle.entry[${p.index}].resource.id`]);
+      }
+      const id = ids[0] ?? bodyId ?? randomUUID();
+      conditionalPut.set(p.index, id);
+      claim(`${type}/${id}`, p.index);
+      if (p.entry.fullUrl) map.set(p.entry.fullUrl, `${type}/${id}`);
+    }
+
     // 2. conditional references (Patient?identifier=...) must resolve to exactly one resource.
     const refs = new Set<string>();
     for (const p of entries) collectReferences(p.entry.resource, refs);
@@ -203,11 +209,15 @@ async function transaction(ctx: TenantContext, bundle: Bundle, prefer?: string):
       try {
         if (pre) res = pre;
         else {
-          const body = p.entry.resource ? rewrite(p.entry.resource, map) : undefined;
-          const req = toRequest(p, body, prefer);
+          const body = p.entry.resource ? rewriteResource(p.entry.resource, map) : undefined;
+          const target = conditionalPut.get(p.index);
+          // A resolved conditional update runs as a plain update of its target (create if new).
+          const req = target
+            ? toRequest({ ...p, segments: [p.segments[0], target], query: [] }, { ...(body as object), id: target }, prefer)
+            : toRequest(p, body, prefer);
           req.assignedId = assigned.get(p.index);
-          if (p.method === 'PUT' && p.segments.length === 1) req.query = req.query.map(([k, v]) => [k, map.get(v) ?? v]);
-          res = await handle(tctx, req);
+          // (the tenant's requireIfMatch applies to direct updates only, as for a single conditional PUT)
+          res = await handle(target ? { ...tctx, settings: { ...tctx.settings, requireIfMatch: false } } : tctx, req);
         }
       } catch (e) {
         if (e instanceof FhirError) {
