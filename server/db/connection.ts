@@ -11,6 +11,7 @@ import knexFactory, { Knex } from 'knex';
 import pg from 'pg';
 import type { Config } from '../config';
 import { migrateLatest } from './migrate';
+import { TenantPgClient } from './tenant-pg-client';
 
 // Keep int8 (count(*), bigserial) as JS numbers, numeric as strings, timestamps as Date.
 pg.types.setTypeParser(20, (v) => Number(v));
@@ -31,7 +32,7 @@ export async function openDatabase(config: Config, opts: { migrate?: boolean } =
     if (migrate) await migrateLatest(owner);
     const useOwnUrl = Boolean(config.databaseAppUrl);
     const app = knexFactory({
-      client: 'pg',
+      client: TenantPgClient as never,
       connection: config.databaseAppUrl ?? config.databaseUrl,
       pool: {
         min: 0,

@@ -258,14 +258,17 @@ export function extractIndexRows(resource: Resource, opts: { baseUrl?: string } 
   return rows;
 }
 
-/** Replaces the index rows of one resource (delete old, insert new) inside the write transaction. */
-export async function writeIndexRows(tx: Tx, type: string, id: string, rows: IndexRows | null, replace: boolean): Promise<void> {
-  const tenant = tx.tenant;
-  const stmts: string[] = [];
+/**
+ * CTEs that replace the index rows of one resource (delete old, insert new). They are composed
+ * into the statement that writes the resource itself, so a write is a single round trip.
+ * (Sibling CTEs share one snapshot: the DELETE never sees the rows the INSERTs add.)
+ */
+export function indexCtes(tenant: string, type: string, id: string, rows: IndexRows | null, replace: boolean): { ctes: string[]; bindings: any[] } {
+  const ctes: string[] = [];
   const bindings: any[] = [];
   if (replace) {
     for (const t of INDEX_TABLES) {
-      stmts.push(`d_${t} AS (DELETE FROM ${t} WHERE tenant_id = ? AND res_type = ? AND res_id = ?)`);
+      ctes.push(`d_${t} AS (DELETE FROM ${t} WHERE tenant_id = ? AND res_type = ? AND res_id = ?)`);
       bindings.push(tenant, type, id);
     }
   }
@@ -275,15 +278,21 @@ export async function writeIndexRows(tx: Tx, type: string, id: string, rows: Ind
     const types = COLUMN_TYPES[t];
     const cols = Object.keys(types);
     const colDefs = ['param text', ...cols.map((c) => `${c} ${types[c]}`)].join(', ');
-    stmts.push(
+    ctes.push(
       `i_${t} AS (INSERT INTO ${t} (tenant_id, res_type, res_id, param, ${cols.join(', ')})
         SELECT ?, ?, ?, x.param, ${cols.map((c) => `x.${c}`).join(', ')}
         FROM jsonb_to_recordset(?::jsonb) AS x(${colDefs}))`,
     );
     bindings.push(tenant, type, id, JSON.stringify(list));
   }
-  if (!stmts.length) return;
-  await tx.raw(`WITH ${stmts.join(',\n')} SELECT 1`, bindings);
+  return { ctes, bindings };
+}
+
+/** Replaces the index rows of one resource inside the caller's transaction (reindexing). */
+export async function writeIndexRows(tx: Tx, type: string, id: string, rows: IndexRows | null, replace: boolean): Promise<void> {
+  const { ctes, bindings } = indexCtes(tx.tenant, type, id, rows, replace);
+  if (!ctes.length) return;
+  await tx.raw(`WITH ${ctes.join(',\n')} SELECT 1`, bindings);
 }
 
 const TEXT = 'text';

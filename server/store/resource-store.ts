@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import type { FhirResource as Resource } from 'fhir/r4';
 import type { Tx } from '../db/tenant-tx';
 import { FhirError, gone, notFound, preconditionFailed } from '../fhir/errors';
-import { extractIndexRows, writeIndexRows } from '../search/indexer';
+import { extractIndexRows, indexCtes } from '../search/indexer';
 
 export interface StoredVersion {
   type: string;
@@ -129,13 +129,15 @@ export class ResourceStore {
       : `UPDATE resources SET version = ?, last_updated = ?, deleted = false, content = ?::json
            WHERE tenant_id = ? AND res_type = ? AND id = ?`;
     const currentBindings = isNew ? [tx.tenant, type, id, version, at, json] : [version, at, json, tx.tenant, type, id];
+    const idx = indexCtes(tx.tenant, type, id, extractIndexRows(stored, { baseUrl }), !isNew);
     await tx.raw(
-      `WITH cur AS (${current})
-       INSERT INTO resource_history (tenant_id, res_type, id, version, last_updated, deleted, method, content)
-       VALUES (?, ?, ?, ?, ?, false, ?, ?::json)`,
-      [...currentBindings, tx.tenant, type, id, version, at, method, json],
+      `WITH cur AS (${current}),
+       hist AS (INSERT INTO resource_history (tenant_id, res_type, id, version, last_updated, deleted, method, content)
+                VALUES (?, ?, ?, ?, ?, false, ?, ?::json))
+       ${idx.ctes.map((c) => ', ' + c).join('\n')}
+       SELECT 1`,
+      [...currentBindings, tx.tenant, type, id, version, at, method, json, ...idx.bindings],
     );
-    await writeIndexRows(tx, type, id, extractIndexRows(stored, { baseUrl }), !isNew);
     return stored;
   }
 
@@ -175,15 +177,17 @@ export class ResourceStore {
     }
     const version = current.version + 1;
     const at = nextTimestamp(current.lastUpdated);
+    const idx = indexCtes(tx.tenant, type, id, null, true);
     await tx.raw(
       `WITH cur AS (
          UPDATE resources SET version = ?, last_updated = ?, deleted = true, content = NULL
-          WHERE tenant_id = ? AND res_type = ? AND id = ?)
-       INSERT INTO resource_history (tenant_id, res_type, id, version, last_updated, deleted, method, content)
-       VALUES (?, ?, ?, ?, ?, true, 'DELETE', NULL)`,
-      [version, at, tx.tenant, type, id, tx.tenant, type, id, version, at],
+          WHERE tenant_id = ? AND res_type = ? AND id = ?),
+       hist AS (INSERT INTO resource_history (tenant_id, res_type, id, version, last_updated, deleted, method, content)
+                VALUES (?, ?, ?, ?, ?, true, 'DELETE', NULL))
+       ${idx.ctes.map((c) => ', ' + c).join('\n')}
+       SELECT 1`,
+      [version, at, tx.tenant, type, id, tx.tenant, type, id, version, at, ...idx.bindings],
     );
-    await writeIndexRows(tx, type, id, null, true);
     return { type, id, version, lastUpdated: at, deleted: true, json: null, created: false, resource: null };
   }
 
