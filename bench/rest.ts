@@ -48,6 +48,8 @@ const S = {
   webConcurrency: Math.max(1, intEnv('WEB_CONCURRENCY', 2)),
   scenarios: (process.env.BENCH_SCENARIOS || 'read,create,update').split(',').map((s) => s.trim()).filter(Boolean),
   pgbench: (process.env.BENCH_PGBENCH ?? '1') !== '0',
+  /** VACUUM ANALYZE the bench database after loading (autovacuum may be off, as in CI). */
+  analyze: (process.env.BENCH_ANALYZE ?? '1') !== '0',
   pgbenchScale: Math.max(1, intEnv('BENCH_PGBENCH_SCALE', 10)),
   pgbenchThreads: Math.max(1, intEnv('BENCH_PGBENCH_THREADS', 2)),
   /** Folder for V8 CPU profiles of the server processes (node --cpu-prof); unset = no profiling. */
@@ -72,6 +74,9 @@ function dbParts(url: string) {
   return { url: u, name, adminUrl: admin.toString() };
 }
 
+/** The connection string without credentials, for printing. */
+const safeUrl = (u: URL) => `${u.protocol}//${u.username ? `${decodeURIComponent(u.username)}@` : ''}${u.host}${u.pathname}`;
+
 const log = (msg: string) => process.stdout.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -95,7 +100,7 @@ async function postgresInfo(adminUrl: string): Promise<Record<string, string>> {
   try {
     const out: Record<string, string> = {};
     out.version = (await c.query('select version() as v')).rows[0].v;
-    for (const s of ['max_connections', 'shared_buffers', 'synchronous_commit', 'fsync', 'wal_level']) {
+    for (const s of ['max_connections', 'shared_buffers', 'synchronous_commit', 'fsync', 'wal_level', 'autovacuum']) {
       out[s] = (await c.query(`select current_setting('${s}') as v`)).rows[0].v;
     }
     return out;
@@ -142,6 +147,79 @@ function killGroup(pid: number, signal: NodeJS.Signals): void {
   } catch {
     /* already gone */
   }
+}
+
+// ---- CPU accounting (Linux /proc): robust against other load on the machine ---------------
+
+const CLK_TCK = 100; // getconf CLK_TCK on Linux
+
+/** utime+stime of one process in seconds, undefined when it is gone or /proc is unavailable. */
+function procCpuSeconds(pid: number): number | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / CLK_TCK;
+  } catch {
+    return undefined;
+  }
+}
+
+function processGroup(pgid: number): number[] {
+  let entries: string[] = [];
+  try {
+    entries = fs.readdirSync('/proc').filter((e) => /^\d+$/.test(e));
+  } catch {
+    return [];
+  }
+  const out: number[] = [];
+  for (const e of entries) {
+    try {
+      const stat = fs.readFileSync(`/proc/${e}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(f[2]) === pgid) out.push(Number(e));
+    } catch {
+      /* exited meanwhile */
+    }
+  }
+  return out;
+}
+
+type CpuSnapshot = Map<number, number>;
+function snapshot(pids: number[]): CpuSnapshot {
+  const m: CpuSnapshot = new Map();
+  for (const p of pids) {
+    const s = procCpuSeconds(p);
+    if (s !== undefined) m.set(p, s);
+  }
+  return m;
+}
+/** CPU seconds used between two snapshots (processes that appeared in between count from 0). */
+function cpuDelta(a: CpuSnapshot, b: CpuSnapshot): number {
+  let total = 0;
+  for (const [pid, s] of b) total += s - (a.get(pid) ?? 0);
+  return total;
+}
+
+interface CpuProbe {
+  /** server process group (primary + workers) and the Postgres backends serving the bench db */
+  take(): Promise<{ server: CpuSnapshot; postgres: CpuSnapshot; client: NodeJS.CpuUsage }>;
+  close(): Promise<void>;
+}
+
+async function cpuProbe(adminUrl: string, dbName: string, serverPgid: number): Promise<CpuProbe> {
+  const c = new pg.Client({ connectionString: adminUrl, connectionTimeoutMillis: 10_000 });
+  await c.connect();
+  return {
+    async take() {
+      const r = await c.query(`SELECT pid FROM pg_stat_activity WHERE datname = $1`, [dbName]);
+      return {
+        server: snapshot(processGroup(serverPgid)),
+        postgres: snapshot(r.rows.map((x: { pid: number }) => x.pid)),
+        client: process.cpuUsage(),
+      };
+    },
+    close: () => c.end(),
+  };
 }
 
 async function startServer(databaseUrl: string, webConcurrency: number, stamp: string): Promise<Server> {
@@ -331,6 +409,10 @@ interface ScenarioResult {
   timeouts: number;
   errors: number;
   statusCodes: Record<string, number>;
+  /** 1-minute load average of this machine before and after the measured run (others may share it). */
+  loadavg: { before: number; after: number };
+  /** CPU milliseconds per request: server processes, Postgres backends of the bench db, this load generator. */
+  cpuMsPerRequest?: { server: number; postgres: number; client: number };
   autocannon: { rpsAverage: number; p50: number; p97_5: number; p99: number };
 }
 
@@ -366,14 +448,18 @@ async function cannon(opts: AcOptions, record: boolean) {
   }
 }
 
-async function scenario(name: string, url: string, requests: NonNullable<AcOptions['requests']>): Promise<ScenarioResult> {
+async function scenario(name: string, url: string, requests: NonNullable<AcOptions['requests']>, probe?: CpuProbe): Promise<ScenarioResult> {
   const base = { url, connections: S.connections, headers: FHIR_HEADERS, requests };
   if (S.warmup > 0) {
     log(`${name}: warm-up ${S.warmup} s`);
     await cannon({ ...base, duration: S.warmup }, false);
   }
   log(`${name}: ${S.connections} connections, ${S.seconds} s`);
+  const loadBefore = os.loadavg()[0];
+  const cpu0 = await probe?.take();
   const { result, lat, codes } = await cannon({ ...base, duration: S.seconds }, true);
+  const cpu1 = await probe?.take();
+  const loadAfter = os.loadavg()[0];
   const sorted = Float64Array.from(lat).sort();
   const non2xx = Object.entries(codes).filter(([c]) => !c.startsWith('2')).reduce((a, [, n]) => a + n, 0);
   const seconds = result.duration;
@@ -393,9 +479,19 @@ async function scenario(name: string, url: string, requests: NonNullable<AcOptio
     timeouts: result.timeouts,
     errors: non2xx + result.errors,
     statusCodes: codes,
+    loadavg: { before: loadBefore, after: loadAfter },
+    cpuMsPerRequest:
+      cpu0 && cpu1 && lat.length
+        ? {
+            server: (1000 * cpuDelta(cpu0.server, cpu1.server)) / lat.length,
+            postgres: (1000 * cpuDelta(cpu0.postgres, cpu1.postgres)) / lat.length,
+            client:
+              (cpu1.client.user - cpu0.client.user + cpu1.client.system - cpu0.client.system) / 1000 / lat.length,
+          }
+        : undefined,
     autocannon: { rpsAverage: result.requests.average, p50: result.latency.p50, p97_5: result.latency.p97_5, p99: result.latency.p99 },
   };
-  log(`${name}: ${r.rps.toFixed(0)} req/s, p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, status ${JSON.stringify(codes)}, conn errors ${result.errors}`);
+  log(`${name}: ${r.rps.toFixed(0)} req/s, p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms, status ${JSON.stringify(codes)}, conn errors ${result.errors}, load avg ${loadBefore.toFixed(1)} -> ${loadAfter.toFixed(1)}`);
   return r;
 }
 
@@ -507,7 +603,11 @@ async function main(): Promise<void> {
   const db = dbParts(S.databaseUrl);
 
   const cpus = os.cpus();
+  const git = await runCommand('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], process.env, 10_000).catch(() => undefined);
+  const dirty = await runCommand('git', ['-C', ROOT, 'status', '--porcelain', '--', 'server', 'resources', 'profiles', 'migrations', 'capability'], process.env, 10_000).catch(() => undefined);
+  const commit = git?.code === 0 ? `${git.stdout.trim()}${dirty?.stdout.trim() ? ' + uncommitted server changes' : ''}` : 'unknown';
   const environment = {
+    commit,
     cores: cpus.length,
     cpuModel: cpus[0]?.model ?? 'unknown',
     memoryGiB: Math.round(os.totalmem() / 2 ** 30),
@@ -515,8 +615,8 @@ async function main(): Promise<void> {
     node: process.version,
     postgres: await postgresInfo(db.adminUrl),
   };
-  log(`${environment.cores} cores (${environment.cpuModel}), node ${environment.node}, ${environment.postgres.version.split(' on ')[0]}`);
-  log(`settings: ${JSON.stringify({ ...S, databaseUrl: db.url.origin + db.url.pathname })}`);
+  log(`commit ${commit}; ${environment.cores} cores (${environment.cpuModel}), node ${environment.node}, ${environment.postgres.version.split(' on ')[0]}`);
+  log(`settings: ${JSON.stringify({ ...S, databaseUrl: safeUrl(db.url) })}`);
 
   log(`recreating database ${db.name}`);
   await recreateDatabase(db.adminUrl, db.name);
@@ -537,14 +637,36 @@ async function main(): Promise<void> {
   const load = await loadPatients(base, S.patients, S.bundleSize, S.loadConcurrency);
   log(`loaded ${S.patients} Patients in ${load.seconds.toFixed(1)} s = ${load.perSecond.toFixed(0)} resources/s`);
 
-  const probe = await fetch(`${base}/Patient/${load.ids[0]}`, { headers: FHIR_HEADERS, signal: AbortSignal.timeout(10_000) });
-  await probe.text();
-  if (probe.status !== 200) throw new Error(`read probe answered ${probe.status}`);
+  // Without statistics the planner picks resources_type_updated (tenant_id, res_type, last_updated, id)
+  // over the primary key for a read by id and scans every Patient's index entry. In production
+  // autovacuum analyses the tables after a load; here it may be off (autovacuum = off in CI).
+  if (S.analyze) {
+    const t = performance.now();
+    const c = new pg.Client({ connectionString: S.databaseUrl, connectionTimeoutMillis: 10_000 });
+    await c.connect();
+    try {
+      await c.query('VACUUM ANALYZE');
+    } finally {
+      await c.end();
+    }
+    log(`VACUUM ANALYZE ${db.name}: ${((performance.now() - t) / 1000).toFixed(1)} s (autovacuum = ${environment.postgres.autovacuum})`);
+  } else {
+    log(`no ANALYZE after the load (BENCH_ANALYZE=0; autovacuum = ${environment.postgres.autovacuum})`);
+  }
+
+  const check = await fetch(`${base}/Patient/${load.ids[0]}`, { headers: FHIR_HEADERS, signal: AbortSignal.timeout(10_000) });
+  await check.text();
+  if (check.status !== 200) throw new Error(`read check answered ${check.status}`);
 
   const results: Record<string, ScenarioResult> = {};
-  for (const name of S.scenarios) {
-    const reqs = name === 'read' ? readRequests(load.ids) : name === 'create' ? createRequests() : updateRequests(load.ids);
-    results[name] = await scenario(name, server.url, reqs);
+  const probe = await cpuProbe(db.adminUrl, db.name, server.child.pid!);
+  try {
+    for (const name of S.scenarios) {
+      const reqs = name === 'read' ? readRequests(load.ids) : name === 'create' ? createRequests() : updateRequests(load.ids);
+      results[name] = await scenario(name, server.url, reqs, probe);
+    }
+  } finally {
+    await probe.close();
   }
 
   log('stopping server');
@@ -580,10 +702,24 @@ async function main(): Promise<void> {
   const lines = [
     '',
     `REST benchmark — ${environment.cores} cores (${environment.cpuModel}), ${environment.memoryGiB} GiB, node ${environment.node}, ${environment.postgres.version.split(' on ')[0]}`,
-    `server: WEB_CONCURRENCY=${S.webConcurrency}, DB_POOL_MAX=${process.env.DB_POOL_MAX ?? '10 (default)'}; autocannon ${S.connections} connections, ${S.seconds} s (+${S.warmup} s warm-up); load generator, server and Postgres share this machine`,
+    `server at ${environment.commit}: WEB_CONCURRENCY=${S.webConcurrency}, DB_POOL_MAX=${process.env.DB_POOL_MAX ?? '10 (default)'}; autocannon ${S.connections} connections, ${S.seconds} s (+${S.warmup} s warm-up); load generator, server and Postgres share this machine`,
+    `postgres: autovacuum=${environment.postgres.autovacuum}, ${S.analyze ? 'VACUUM ANALYZE after the load' : 'no ANALYZE after the load (BENCH_ANALYZE=0)'}, shared_buffers=${environment.postgres.shared_buffers}, synchronous_commit=${environment.postgres.synchronous_commit}, fsync=${environment.postgres.fsync}`,
     `load: ${S.patients} Patients in ${load.bundles} transaction Bundles of ${S.bundleSize} (${S.loadConcurrency} in flight): ${load.seconds.toFixed(1)} s, ${load.perSecond.toFixed(0)} resources/s`,
     '',
     table(rows),
+    '',
+    'CPU per request (ms; server = all server processes, postgres = backends of the bench db, client = autocannon):',
+    table([
+      ['scenario', 'server', 'postgres', 'client', 'sum', `max req/s on ${environment.cores} cores`],
+      ...Object.values(results)
+        .filter((r) => r.cpuMsPerRequest)
+        .map((r) => {
+          const c = r.cpuMsPerRequest!;
+          const sum = c.server + c.postgres + c.client;
+          return [r.scenario, f(c.server, 3), f(c.postgres, 3), f(c.client, 3), f(sum, 3), f((1000 * environment.cores) / sum, 0)];
+        }),
+    ]),
+    `load average (1 min) during the runs: ${Object.values(results).map((r) => `${r.scenario} ${r.loadavg.before.toFixed(1)}->${r.loadavg.after.toFixed(1)}`).join(', ')}`,
     '',
     ratio !== undefined ? `read req/s ÷ pgbench tps = ${f(read!.rps, 0)} ÷ ${f(pgb!.tps, 0)} = ${ratio.toFixed(3)}` : 'read ratio: n/a (read or pgbench not run)',
     '',
@@ -601,7 +737,7 @@ async function main(): Promise<void> {
         startedAt: started.toISOString(),
         finishedAt: new Date().toISOString(),
         environment,
-        settings: { ...S, databaseUrl: db.url.origin + db.url.pathname },
+        settings: { ...S, databaseUrl: safeUrl(db.url) },
         load: { patients: S.patients, bundles: load.bundles, bundleSize: S.bundleSize, concurrency: S.loadConcurrency, seconds: load.seconds, resourcesPerSecond: load.perSecond },
         scenarios: results,
         pgbench: pgb,

@@ -269,27 +269,44 @@ function selfLink(ctx: TenantContext, path: string, params: QueryInput): string 
   return `${ctx.baseUrl}${path}${qs ? '?' + qs : ''}`;
 }
 
-async function searchType(ctx: TenantContext, req: FhirRequest, type: string): Promise<FhirResponse> {
-  knownType(type);
+async function searchType(ctx: TenantContext, req: FhirRequest, type?: string): Promise<FhirResponse> {
+  if (type) knownType(type);
   const strict = /handling=strict/.test(req.headers.prefer ?? '');
   const summary = parseSummary(get(req.query, '_summary'));
   const elements = parseElements(get(req.query, '_elements'));
+  let types: string[] | undefined;
+  if (!type) {
+    types = (get(req.query, '_type') ?? '').split(',').map((t) => t.trim()).filter(Boolean);
+    for (const t of types) knownType(t);
+    if (!types.length) types = [...registry.keys()];
+  }
   const res = await run(ctx, (tx) =>
-    search(tx, { type, params: req.query, baseUrl: ctx.baseUrl, strict, defaultCount: ctx.config.defaultCount, maxCount: ctx.config.maxCount }),
+    search(tx, {
+      type: type ?? types![0],
+      types,
+      params: req.query,
+      baseUrl: ctx.baseUrl,
+      strict,
+      defaultCount: ctx.config.defaultCount,
+      maxCount: ctx.config.maxCount,
+    }),
   );
-  const shaping: QueryInput = req.query.filter(([k]) => ['_count', '_summary', '_elements', '_total'].includes(k));
+  const shaping: QueryInput = req.query.filter(([k]) => ['_count', '_summary', '_elements', '_total', ...(type ? [] : ['_type'])].includes(k));
   const used = [...res.applied, ...shaping];
+  const path = type ? `/${type}` : '';
   const bundle: Bundle = {
     resourceType: 'Bundle',
     type: 'searchset',
     ...(res.total !== undefined ? { total: res.total } : {}),
-    link: [{ relation: 'self', url: selfLink(ctx, `/${type}`, used) }],
+    link: [{ relation: 'self', url: selfLink(ctx, path, used) }],
   };
-  if (res.nextCursor) bundle.link!.push({ relation: 'next', url: selfLink(ctx, `/${type}`, [...used, ['_cursor', res.nextCursor]]) });
-  const entries: BundleEntry[] = res.matches.map((m) => {
+  if (res.nextCursor) bundle.link!.push({ relation: 'next', url: selfLink(ctx, path, [...used, ['_cursor', res.nextCursor]]) });
+  const entry = (m: { type: string; id: string; json: string }, mode: 'match' | 'include'): BundleEntry => {
     const r = JSON.parse(m.json) as Resource;
-    return { fullUrl: `${ctx.baseUrl}/${type}/${m.id}`, resource: summary || elements ? shape(r, summary, elements) : r, search: { mode: 'match' } };
-  });
+    const shaped = mode === 'match' && (summary || elements) ? shape(r, summary, elements) : r;
+    return { fullUrl: `${ctx.baseUrl}/${m.type}/${m.id}`, resource: shaped, search: { mode } };
+  };
+  const entries: BundleEntry[] = [...res.matches.map((m) => entry(m, 'match')), ...res.included.map((m) => entry(m, 'include'))];
   if (res.warnings.length) entries.push({ resource: outcome(res.warnings), search: { mode: 'outcome' } });
   if (entries.length) bundle.entry = entries;
   return { status: 200, headers: {}, body: bundle };
@@ -406,12 +423,13 @@ export async function handle(ctx: TenantContext, req: FhirRequest): Promise<Fhir
   const [type, second, third, fourth] = s;
   if (s.length === 0) {
     if (m === 'POST') return bundleHandler!(ctx, req);
-    if (m === 'GET') throw notSupported(400, 'System-level search is not supported yet; search a resource type (e.g. GET /Patient)');
+    if (m === 'GET') return searchType(ctx, req);
   }
   if (type === 'metadata' && s.length === 1 && m === 'GET') {
     return { status: 200, headers: {}, body: capabilityStatement(ctx.baseUrl, ctx.settings) };
   }
   if (type === '_history' && s.length === 1 && m === 'GET') return historyBundle(ctx, req);
+  if (type === '_search' && s.length === 1 && m === 'POST') return searchType(ctx, req);
   if (type && !registry.has(type)) throw notFound(`Resource type "${type}" is not known to this server`);
   if (s.length === 1) {
     if (m === 'GET') return searchType(ctx, req, type);

@@ -3,16 +3,21 @@ import type { OperationOutcomeIssue } from 'fhir/r4';
 import { registry } from '../../resources';
 import type { Tx } from '../db/tenant-tx';
 import { badRequest, FhirError, notFound } from '../fhir/errors';
-import { Clause, parseClause, QueryInput } from './params';
-import { clauseSql, isSupportedParam, lastUpdatedClause, SqlFragment } from './query';
+import { QueryInput } from './params';
+import { SqlFragment } from './query';
+import { condition, UnknownParameter } from './conditions';
+import { parseIncludes, resolveIncludes } from './include';
+import { afterCursor, orderBy, parseSort } from './sort';
 
 /** Parameters that shape the result rather than select resources. */
 export const CONTROL_PARAMS = new Set([
-  '_count', '_sort', '_summary', '_elements', '_total', '_format', '_pretty', '_cursor', '_include', '_revinclude', '_contained', '_containedType',
+  '_count', '_sort', '_summary', '_elements', '_total', '_format', '_pretty', '_cursor', '_include', '_revinclude', '_contained', '_containedType', '_type',
 ]);
 
 export interface SearchRequest {
+  /** The type searched; for a system-level search the types of `_type` (all when absent). */
   type: string;
+  types?: string[];
   params: QueryInput;
   baseUrl: string;
   strict: boolean;
@@ -21,13 +26,15 @@ export interface SearchRequest {
 }
 
 export interface SearchMatch {
+  type: string;
   id: string;
   json: string;
-  lastUpdated: Date;
 }
 
 export interface SearchResult {
   matches: SearchMatch[];
+  /** _include/_revinclude results (search.mode = include). */
+  included: SearchMatch[];
   total?: number;
   /** Parameters actually applied (for the self link). */
   applied: QueryInput;
@@ -37,8 +44,8 @@ export interface SearchResult {
 }
 
 interface Cursor {
-  t: string; // last_updated ISO
-  i: string; // id
+  k: Array<string | null>; // sort key values of the last row
+  i: string; // its id
 }
 
 function encodeCursor(c: Cursor): string {
@@ -48,7 +55,7 @@ function encodeCursor(c: Cursor): string {
 function decodeCursor(s: string): Cursor {
   try {
     const c = JSON.parse(Buffer.from(s, 'base64url').toString('utf8'));
-    if (typeof c.t === 'string' && typeof c.i === 'string' && !Number.isNaN(Date.parse(c.t))) return c;
+    if (Array.isArray(c.k) && typeof c.i === 'string' && c.k.every((v: unknown) => v === null || typeof v === 'string')) return c;
   } catch {
     /* fallthrough */
   }
@@ -62,37 +69,29 @@ export function parseCount(raw: string | undefined, def: number, max: number): n
 }
 
 /** Builds the WHERE conditions for a search; returns the applied params and warnings. */
-export function buildConditions(type: string, params: QueryInput, baseUrl: string, strict: boolean) {
+/** Parameters a system-level search (across types) understands: the ones every resource has. */
+const SYSTEM_PARAMS = new Set(['_id', '_lastUpdated', '_tag', '_profile', '_security', '_source']);
+
+export function buildConditions(type: string, params: QueryInput, baseUrl: string, strict: boolean, system = false) {
   const def = registry.get(type);
   if (!def) throw notFound(`Resource type "${type}" is not supported`);
   const conds: SqlFragment[] = [];
   const applied: QueryInput = [];
   const warnings: OperationOutcomeIssue[] = [];
   for (const [key, value] of params) {
-    const clause: Clause = parseClause(key, value);
-    if (CONTROL_PARAMS.has(clause.name)) continue;
-    if (clause.name === '_id') {
-      if (clause.modifier) throw badRequest(`Modifier :${clause.modifier} is not supported on _id`, [key]);
-      conds.push({ sql: `r.id = ANY(?)`, bindings: [clause.values] });
+    const name = key.split(/[:.]/)[0];
+    if (CONTROL_PARAMS.has(name)) continue;
+    try {
+      if (system && !SYSTEM_PARAMS.has(name)) {
+        throw new UnknownParameter(`"${name}" cannot be used in a search across types (use ${[...SYSTEM_PARAMS].join(', ')})`);
+      }
+      conds.push(condition(type, key, value, baseUrl));
       applied.push([key, value]);
-      continue;
+    } catch (e) {
+      if (!(e instanceof UnknownParameter)) throw e;
+      if (strict) throw FhirError.of(400, 'not-supported', e.message, [key]);
+      warnings.push({ severity: 'warning', code: 'not-supported', diagnostics: `${e.message}; it was ignored`, expression: [key] });
     }
-    if (clause.name === '_lastUpdated') {
-      conds.push(lastUpdatedClause(clause));
-      applied.push([key, value]);
-      continue;
-    }
-    const p = def.searchParams.get(clause.name);
-    if (!p || !isSupportedParam(p)) {
-      const msg = p
-        ? `Search parameter "${clause.name}" (type ${p.type}) is not supported on ${type}`
-        : `Unknown search parameter "${clause.name}" for ${type}`;
-      if (strict) throw FhirError.of(400, 'not-supported', msg, [key]);
-      warnings.push({ severity: 'warning', code: 'not-supported', diagnostics: `${msg}; it was ignored`, expression: [key] });
-      continue;
-    }
-    conds.push(clauseSql(p, clause, baseUrl));
-    applied.push([key, value]);
   }
   return { conds, applied, warnings };
 }
@@ -103,62 +102,64 @@ export async function search(tx: Tx, req: SearchRequest): Promise<SearchResult> 
   const totalMode = get('_total') ?? 'accurate';
   if (!['none', 'estimate', 'accurate'].includes(totalMode)) throw badRequest(`_total must be none, estimate or accurate`, ['_total']);
   const summary = get('_summary');
-  let sort = get('_sort');
-  let sortWarning: OperationOutcomeIssue | undefined;
-  if (sort && !['_lastUpdated', '-_lastUpdated'].includes(sort)) {
-    const msg = `_sort=${sort} is not supported yet (supported: _lastUpdated, -_lastUpdated)`;
-    if (req.strict) throw FhirError.of(400, 'not-supported', msg, ['_sort']);
-    sortWarning = { severity: 'warning', code: 'not-supported', diagnostics: `${msg}; it was ignored`, expression: ['_sort'] };
-    sort = undefined;
+  const sortRaw = get('_sort');
+  const sortWarnings: OperationOutcomeIssue[] = [];
+  const { keys: sortKeys, applied: sortApplied } = parseSort(req.type, sortRaw, req.strict, sortWarnings);
+  if (req.types && sortKeys.some((k) => k.name !== '_lastUpdated' && k.name !== '_id')) {
+    throw badRequest('A search across types can only _sort on _lastUpdated or _id', ['_sort']);
   }
-  const desc = sort === '-_lastUpdated';
-  const { conds, applied, warnings } = buildConditions(req.type, req.params, req.baseUrl, req.strict);
-  if (sortWarning) warnings.push(sortWarning);
-  // the self link shows _sort only when it was applied
-  if (sort) applied.push(['_sort', sort]);
-  for (const k of ['_include', '_revinclude', '_contained']) {
-    if (get(k) !== undefined) {
-      const msg = `${k} is not supported yet`;
-      if (req.strict) throw FhirError.of(400, 'not-supported', msg, [k]);
-      warnings.push({ severity: 'warning', code: 'not-supported', diagnostics: `${msg}; it was ignored`, expression: [k] });
-    }
+  const system = req.types !== undefined;
+  const { conds, applied, warnings } = buildConditions(req.type, req.params, req.baseUrl, req.strict, system);
+  warnings.push(...sortWarnings);
+  if (sortApplied) applied.push(['_sort', sortApplied]);
+  const includeSpecs = parseIncludes(req.params, warnings, req.strict);
+  for (const spec of includeSpecs) if (!applied.some(([k, v]) => k === spec.raw[0] && v === spec.raw[1])) applied.push(spec.raw);
+  const contained = get('_contained');
+  if (contained !== undefined && contained !== 'false') {
+    throw FhirError.of(400, 'not-supported', '_contained is not supported: contained resources are searched only as part of their container');
   }
-  const where = [`r.tenant_id = ?`, `r.res_type = ?`, `r.deleted = false`, ...conds.map((c) => `(${c.sql})`)];
-  const bindings: any[] = [tx.tenant, req.type, ...conds.flatMap((c) => c.bindings)];
+  const where = [`r.tenant_id = ?`, system ? `r.res_type = ANY(?)` : `r.res_type = ?`, `r.deleted = false`, ...conds.map((c) => `(${c.sql})`)];
+  const bindings: any[] = [tx.tenant, system ? req.types : req.type, ...conds.flatMap((c) => c.bindings)];
 
   let total: number | undefined;
   const onlyCount = summary === 'count' || count === 0;
   const cursorRaw = get('_cursor');
-  if (totalMode !== 'none' || onlyCount) {
+  if (totalMode === 'estimate' && !onlyCount) {
+    // The planner's row estimate: cheap on large tables, exact enough for a progress bar.
+    const plan = await tx.raw(`EXPLAIN (FORMAT JSON) SELECT 1 FROM resources r WHERE ${where.join(' AND ')}`, bindings);
+    const p = plan.rows[0]['QUERY PLAN'];
+    total = Math.round((typeof p === 'string' ? JSON.parse(p) : p)[0].Plan['Plan Rows']);
+  } else if (totalMode !== 'none' || onlyCount) {
     const cnt = await tx.raw(`SELECT count(*)::int AS n FROM resources r WHERE ${where.join(' AND ')}`, bindings);
     total = Number(cnt.rows[0].n);
   }
-  if (onlyCount) return { matches: [], total, applied, warnings, count };
+  if (onlyCount) return { matches: [], included: [], total, applied, warnings, count };
 
   const pageWhere = [...where];
   const pageBindings = [...bindings];
   if (cursorRaw) {
     const c = decodeCursor(cursorRaw);
-    pageWhere.push(desc ? `(r.last_updated, r.id) < (?::timestamptz, ?)` : `(r.last_updated, r.id) > (?::timestamptz, ?)`);
-    pageBindings.push(c.t, c.i);
+    if (c.k.length !== sortKeys.length) throw badRequest('Invalid _cursor for this _sort: use the next link exactly as returned');
+    const after = afterCursor(sortKeys, c.k, c.i);
+    pageWhere.push(after.sql);
+    pageBindings.push(...after.bindings);
   }
-  const dir = desc ? 'DESC' : 'ASC';
+  const keySelect = sortKeys.map((k, i) => `${k.expr.sql} AS k${i}`).join(', ');
+  const keyBindings = sortKeys.flatMap((k) => k.expr.bindings);
+  const order = orderBy(sortKeys);
   const rows = await tx.raw(
-    `SELECT r.id, r.last_updated, r.content::text AS json FROM resources r
-      WHERE ${pageWhere.join(' AND ')} ORDER BY r.last_updated ${dir}, r.id ${dir} LIMIT ?`,
-    [...pageBindings, count + 1],
+    `SELECT r.res_type, r.id, r.content::text AS json, ${sortKeys.map((_, i) => `k${i}::text AS k${i}`).join(', ')}
+       FROM (SELECT r.res_type, r.id, r.content, ${keySelect} FROM resources r WHERE ${pageWhere.join(' AND ')}) r
+      ORDER BY ${order.sql} LIMIT ?`,
+    [...keyBindings, ...pageBindings, count + 1],
   );
-  const list = rows.rows as Array<{ id: string; last_updated: Date | string; json: string }>;
-  const matches = list.slice(0, count).map((r) => ({
-    id: r.id,
-    json: r.json,
-    lastUpdated: r.last_updated instanceof Date ? r.last_updated : new Date(r.last_updated),
-  }));
+  const list = rows.rows as Array<Record<string, string>>;
+  const matches = list.slice(0, count).map((r) => ({ type: r.res_type, id: r.id, json: r.json }));
   let nextCursor: string | undefined;
   if (list.length > count) {
-    const last = matches[matches.length - 1];
-    // Keep microsecond precision of the stored timestamp: re-read it as text.
-    nextCursor = encodeCursor({ t: last.lastUpdated.toISOString(), i: last.id });
+    const last = list[count - 1];
+    nextCursor = encodeCursor({ k: sortKeys.map((_, i) => last[`k${i}`] ?? null), i: last.id });
   }
-  return { matches, total, applied, nextCursor, warnings, count };
+  const included = await resolveIncludes(tx, includeSpecs, matches, warnings);
+  return { matches, included, total, applied, nextCursor, warnings, count };
 }
