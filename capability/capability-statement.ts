@@ -7,6 +7,18 @@ import type { TenantSettings } from '../server/fhir/types';
 const pkg = require('../package.json');
 
 const cache = new Map<string, CapabilityStatement>();
+const jsonCache = new Map<string, string>();
+
+/** The CapabilityStatement as JSON text, serialised once per base URL and settings. */
+export function capabilityJson(baseUrl: string, settings: TenantSettings): string {
+  const key = `${baseUrl}|${settings.requireIfMatch ? 1 : 0}`;
+  let json = jsonCache.get(key);
+  if (!json) {
+    json = JSON.stringify(capabilityStatement(baseUrl, settings));
+    jsonCache.set(key, json);
+  }
+  return json;
+}
 
 export function capabilityStatement(baseUrl: string, settings: TenantSettings): CapabilityStatement {
   const key = `${baseUrl}|${settings.requireIfMatch ? 1 : 0}`;

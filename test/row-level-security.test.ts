@@ -48,3 +48,15 @@ test('the owner tables force RLS on every tenant table', async () => {
   );
   expect(r.rows).toEqual([]);
 });
+
+test('the single-statement read function is confined to the tenant it is given', async () => {
+  const created = await s.http.post(`${s.base}/Patient`).set('Content-Type', FHIR_JSON).send({ resourceType: 'Patient', active: true });
+  const id = created.body.id;
+  const own = await s.db.app.raw(`SELECT version FROM fhir_read(?, 'Patient', ?)`, [s.tenant, id]);
+  expect(own.rows).toEqual([{ version: 1 }]);
+  const theirs = await s.db.app.raw(`SELECT version FROM fhir_read(?, 'Patient', ?)`, [other, id]);
+  expect(theirs.rows).toEqual([]);
+  // and the tenant setting does not outlive the statement
+  const after = await s.db.app.transaction(async (trx) => (await trx.raw(`SELECT count(*)::int AS n FROM resources`)).rows[0].n);
+  expect(after).toBe(0);
+});

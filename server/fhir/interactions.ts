@@ -6,6 +6,7 @@ import type { Bundle, BundleEntry, FhirResource as Resource } from 'fhir/r4';
 import { applyPatch, JsonPatchError, Operation, validate as validatePatch } from 'fast-json-patch';
 import { operationsFor, registry } from '../../resources';
 import { inTenant, Tx } from '../db/tenant-tx';
+import { fastRead } from '../store/fast-read';
 import { history } from '../store/history';
 import { store, StoredVersion, WriteResult } from '../store/resource-store';
 import { buildConditions, parseCount, search } from '../search/search';
@@ -14,7 +15,7 @@ import { badRequest, FhirError, gone, info, notFound, notSupported, outcome, pre
 import { etagOf, httpDate, parseEtag } from './etag';
 import type { FhirRequest, FhirResponse, TenantContext } from './types';
 import { assertValid, issuesOf, toOutcomeIssues } from './validate';
-import { capabilityStatement } from '../../capability/capability-statement';
+import { capabilityJson } from '../../capability/capability-statement';
 import { parseElements, parseSummary, shape } from './shape';
 
 const ID_RE = /^[A-Za-z0-9\-.]{1,64}$/;
@@ -115,7 +116,7 @@ export async function conditionalMatches(tx: Tx, ctx: TenantContext, type: strin
 async function read(ctx: TenantContext, req: FhirRequest, type: string, id: string): Promise<FhirResponse> {
   knownType(type);
   checkId(id);
-  const v = await run(ctx, (tx) => store.read(tx, type, id));
+  const v = ctx.tx ? await store.read(ctx.tx, type, id) : await fastRead(ctx.db, ctx.tenant, type, id);
   if (!v) throw notFound(`${type}/${id} is not known`);
   if (v.deleted) {
     const e = gone(`${type}/${id} was deleted`);
@@ -426,7 +427,7 @@ export async function handle(ctx: TenantContext, req: FhirRequest): Promise<Fhir
     if (m === 'GET') return searchType(ctx, req);
   }
   if (type === 'metadata' && s.length === 1 && m === 'GET') {
-    return { status: 200, headers: {}, body: capabilityStatement(ctx.baseUrl, ctx.settings) };
+    return { status: 200, headers: {}, json: capabilityJson(ctx.baseUrl, ctx.settings) };
   }
   if (type === '_history' && s.length === 1 && m === 'GET') return historyBundle(ctx, req);
   if (type === '_search' && s.length === 1 && m === 'POST') return searchType(ctx, req);
