@@ -9,7 +9,7 @@ import type { Knex } from 'knex';
 export async function up(knex: Knex): Promise<void> {
   await knex.raw(`
     CREATE OR REPLACE FUNCTION fhir_read(p_tenant text, p_type text, p_id text)
-    RETURNS TABLE (version integer, last_updated timestamptz, deleted boolean, json text)
+    RETURNS TABLE (version integer, last_updated timestamptz, deleted boolean, content_json text)
     LANGUAGE plpgsql SECURITY INVOKER AS $fn$
     BEGIN
       PERFORM set_config('app.tenant', p_tenant, true);

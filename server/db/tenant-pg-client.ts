@@ -1,36 +1,14 @@
 /**
- * knex's PostgreSQL client with one change: a transaction opened for a tenant sends
- * `BEGIN; SELECT set_config('app.tenant', …, true)` as one simple-protocol round trip instead of
- * two. The tenant is a validated slug ([a-z0-9-]), never client text with quotes.
+ * knex's PostgreSQL client, marked so that server/db/tenant-tx.ts and server/store/fast-read.ts
+ * run tenant transactions and single-statement reads directly on its pooled `pg` connections.
  */
 /* eslint-disable @typescript-eslint/no-require-imports */
 const PgClient = require('knex/lib/dialects/postgres/index.js');
-const PgTransaction = require('knex/lib/dialects/postgres/execution/pg-transaction.js');
 
+/** Tenant ids: lowercase letters, digits, dashes (so they can be sent as SQL literals safely). */
 export const TENANT_SLUG = /^[a-z0-9][a-z0-9-]{0,62}$/;
 
-class TenantTransaction extends PgTransaction {
-  tenant?: string;
-  constructor(client: unknown, container: unknown, config: { tenant?: string } | undefined, outerTx: unknown) {
-    super(client, container, config, outerTx);
-    // begin() runs later (after a connection is acquired), so this is set in time.
-    this.tenant = config?.tenant;
-  }
-
-  begin(conn: unknown) {
-    const tenant = this.tenant;
-    if (tenant !== undefined) {
-      if (!TENANT_SLUG.test(tenant)) throw new Error('invalid tenant slug');
-      return this.query(conn, `BEGIN; SELECT set_config('app.tenant', '${tenant}', true);`);
-    }
-    return super.begin(conn);
-  }
-}
-
 export class TenantPgClient extends PgClient {
-  /** Marks clients whose transactions set the tenant in BEGIN. */
+  /** This client's pool hands out raw pg connections that tenant-tx.ts drives itself. */
   readonly setsTenantOnBegin = true;
-  transaction(...args: unknown[]) {
-    return new (TenantTransaction as new (...a: unknown[]) => unknown)(this, ...args);
-  }
 }

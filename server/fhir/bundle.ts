@@ -244,7 +244,7 @@ async function batch(ctx: TenantContext, bundle: Bundle, prefer?: string): Promi
       const req = toRequest(p, e.resource, prefer);
       // Inside an outer transaction (Idempotency-Key), each entry gets its own savepoint.
       const res = ctx.tx
-        ? await ctx.tx.transaction((sp) => handle({ ...ctx, tx: Object.assign(sp, { tenant: ctx.tenant }) }, req))
+        ? await ctx.tx.transaction((sp) => handle({ ...ctx, tx: sp }, req))
         : await handle(ctx, req);
       responses[i] = entryResponse(ctx, res, prefer);
     } catch (err) {

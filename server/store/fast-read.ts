@@ -16,7 +16,7 @@ interface KnexClient {
   releaseConnection(c: PgConn): Promise<void>;
 }
 
-const SQL = 'SELECT version, last_updated, deleted, json FROM fhir_read($1, $2, $3)';
+const SQL = 'SELECT version, last_updated, deleted, content_json FROM fhir_read($1, $2, $3)';
 
 export async function fastRead(db: Knex, tenant: string, type: string, id: string): Promise<StoredVersion | undefined> {
   const client = db.client as unknown as KnexClient;
@@ -29,7 +29,7 @@ export async function fastRead(db: Knex, tenant: string, type: string, id: strin
       await client.releaseConnection(conn);
     }
   } else {
-    rows = (await db.raw('SELECT version, last_updated, deleted, json FROM fhir_read(?, ?, ?)', [tenant, type, id])).rows;
+    rows = (await db.raw('SELECT version, last_updated, deleted, content_json FROM fhir_read(?, ?, ?)', [tenant, type, id])).rows;
   }
   const r = rows[0];
   if (!r) return undefined;
@@ -39,6 +39,6 @@ export async function fastRead(db: Knex, tenant: string, type: string, id: strin
     version: r.version as number,
     lastUpdated: r.last_updated instanceof Date ? r.last_updated : new Date(r.last_updated as string),
     deleted: r.deleted as boolean,
-    json: r.json as string | null,
+    json: r.content_json as string | null,
   };
 }
