@@ -2,6 +2,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Knex } from 'knex';
+import { installWriteFunctions } from './write-functions';
 
 const MIGRATIONS_DIR = path.resolve(__dirname, '../../migrations');
 
@@ -23,5 +24,7 @@ class FolderSource implements Knex.MigrationSource<string> {
 
 export async function migrateLatest(knex: Knex): Promise<string[]> {
   const [, applied] = await knex.migrate.latest({ migrationSource: new FolderSource() });
+  // Functions derived from the code (not frozen in a migration): always brought up to date.
+  await installWriteFunctions(knex);
   return applied as string[];
 }

@@ -9,7 +9,7 @@ import { inTenant, Tx } from '../db/tenant-tx';
 import { fastRead } from '../store/fast-read';
 import { history } from '../store/history';
 import { store, StoredVersion, WriteResult } from '../store/resource-store';
-import { buildConditions, parseCount, search } from '../search/search';
+import { parseCount, resolveConditions, search } from '../search/search';
 import { QueryInput } from '../search/params';
 import { badRequest, FhirError, gone, info, notFound, notSupported, outcome, preconditionFailed } from './errors';
 import { etagOf, httpDate, parseEtag } from './etag';
@@ -102,7 +102,7 @@ function ifMatchOf(req: FhirRequest, ctx: TenantContext, interaction: string): n
 export async function conditionalMatches(tx: Tx, ctx: TenantContext, type: string, query: QueryInput, limit: number): Promise<string[]> {
   const criteria = query.filter(([k]) => !k.startsWith('_') || k === '_id' || k === '_lastUpdated' || k === '_tag' || k === '_profile' || k === '_security');
   if (!criteria.length) throw badRequest('A conditional interaction needs at least one search criterion');
-  const { conds } = buildConditions(type, criteria, ctx.baseUrl, true);
+  const { conds } = await resolveConditions(tx, type, criteria, ctx.baseUrl, true);
   const rows = await tx.raw(
     `SELECT r.id FROM resources r WHERE r.tenant_id = ? AND r.res_type = ? AND r.deleted = false
        ${conds.map((c) => `AND (${c.sql})`).join(' ')} LIMIT ?`,
@@ -139,6 +139,11 @@ async function vread(ctx: TenantContext, req: FhirRequest, type: string, id: str
 async function create(ctx: TenantContext, req: FhirRequest, type: string): Promise<FhirResponse> {
   knownType(type);
   const resource = bodyResource(req, type);
+  if (!ctx.tx && !req.headers.ifNoneExist && !req.assignedId) {
+    // The common case, a plain create: one statement, one round trip.
+    const w = await store.createStandalone(ctx.db, ctx.tenant, resource, { baseUrl: ctx.baseUrl });
+    return writeResponse(req, ctx, w, 201, `Created ${type}/${w.id}`);
+  }
   return run(ctx, async (tx) => {
     if (req.headers.ifNoneExist) {
       const q = [...new URLSearchParams(req.headers.ifNoneExist.replace(/^[A-Za-z]+\?/, '')).entries()];

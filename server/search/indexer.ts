@@ -6,12 +6,15 @@ import fhirpath from 'fhirpath';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const r4Model = require('fhirpath/fhir-context/r4');
 import type { FhirResource as Resource } from 'fhir/r4';
-import { registry, SearchParamDef } from '../../resources';
+import { registry, SearchParamDef, SearchParamType } from '../../resources';
 import type { Tx } from '../db/tenant-tx';
+import { compositeComponents, MAX_COMPONENTS } from './composite';
 import { MAX_DATE, MIN_DATE, parseFhirDate } from './fhir-date';
 import { normalizeString } from './normalize';
 
-export const INDEX_TABLES = ['idx_string', 'idx_token', 'idx_date', 'idx_number', 'idx_quantity', 'idx_reference', 'idx_uri'] as const;
+export const INDEX_TABLES = [
+  'idx_string', 'idx_token', 'idx_date', 'idx_number', 'idx_quantity', 'idx_reference', 'idx_uri', 'idx_composite',
+] as const;
 export type IndexTable = (typeof INDEX_TABLES)[number];
 
 type Row = Record<string, unknown>;
@@ -112,7 +115,12 @@ function stringValues(v: unknown, out: string[]): void {
   }
 }
 
-function tokenRows(v: unknown, push: (system: string | null, code: string | null, display?: string | null) => void): void {
+type TypeCoding = { system: string | null; code: string | null };
+
+function tokenRows(
+  v: unknown,
+  push: (system: string | null, code: string | null, display?: string | null, type?: TypeCoding) => void,
+): void {
   if (typeof v === 'string') push(null, v);
   else if (typeof v === 'boolean' || typeof v === 'number') push(null, String(v));
   else if (isObj(v)) {
@@ -124,7 +132,12 @@ function tokenRows(v: unknown, push: (system: string | null, code: string | null
     } else if ('value' in v && typeof v.value === 'string') {
       // Identifier, ContactPoint
       const display = isObj(v.type) && typeof v.type.text === 'string' ? v.type.text : null;
-      push((v.system as string) ?? null, v.value, display);
+      // Identifier.type: one row per type coding, so that :of-type matches type and value together.
+      const types = isObj(v.type) && Array.isArray(v.type.coding) ? (v.type.coding as unknown[]).filter(isObj) : [];
+      if (!types.length) push((v.system as string) ?? null, v.value, display);
+      for (const t of types) {
+        push((v.system as string) ?? null, v.value, display, { system: (t.system as string) ?? null, code: (t.code as string) ?? null });
+      }
     } else if ('code' in v || 'system' in v) {
       push((v.system as string) ?? null, (v.code as string) ?? null, (v.display as string) ?? null);
     }
@@ -202,7 +215,14 @@ export function extractIndexRows(resource: Resource, opts: { baseUrl?: string } 
             break;
           }
           case 'token':
-            tokenRows(v, (system, code, display) => add({ system, code, display: display ? normalizeString(display) : null }));
+            tokenRows(v, (system, code, display, t) =>
+              add({
+                system,
+                code,
+                display: display ? normalizeString(display) : null,
+                ...(t ? { type_system: t.system, type_code: t.code } : {}),
+              }),
+            );
             break;
           case 'date': {
             const ranges: Array<[Date, Date]> = [];
@@ -255,7 +275,147 @@ export function extractIndexRows(resource: Resource, opts: { baseUrl?: string } 
     }
     if (!list.length) delete rows[table];
   }
+  const composite = compositeRows(resource, opts.baseUrl);
+  if (composite.length) rows.idx_composite = composite;
   return rows;
+}
+
+// ---- composite parameters ------------------------------------------------------------------
+
+interface CompiledComposite {
+  def: SearchParamDef;
+  items: (r: unknown) => unknown[];
+  components: Array<{ type: SearchParamType; fn: (item: unknown, env: Record<string, unknown>) => unknown[] }>;
+}
+
+const compiledComposite = new Map<string, CompiledComposite[]>();
+
+function compiledComposites(type: string): CompiledComposite[] {
+  let list = compiledComposite.get(type);
+  if (list) return list;
+  list = [];
+  for (const def of registry.get(type)?.searchParams.values() ?? []) {
+    const comps = compositeComponents(def);
+    if (!comps) continue;
+    try {
+      list.push({
+        def,
+        items: fhirpath.compile(def.expression!, r4Model) as unknown as CompiledComposite['items'],
+        components: comps.map((c) => ({
+          type: c.def.type,
+          fn: fhirpath.compile(c.expression, r4Model) as unknown as CompiledComposite['components'][number]['fn'],
+        })),
+      });
+    } catch {
+      // an expression fhirpath.js cannot compile: the parameter is simply not indexed
+    }
+  }
+  compiledComposite.set(type, list);
+  return list;
+}
+
+/** Slot columns of idx_composite (see migrations/002_composite.ts for what each type uses). */
+type Slot = { system?: string | null; code?: string | null; text?: string | null; num?: number | null; nlo?: number | null; nhi?: number | null; dlo?: string; dhi?: string };
+
+const numOrNull = (v: unknown) => (isObj(v) && typeof v.value === 'number' ? v.value : null);
+
+/** The values one component takes on one item, as slot column values. */
+function componentSlots(type: SearchParamType, values: unknown[], baseUrl?: string): Slot[] {
+  const out: Slot[] = [];
+  for (const v of values) {
+    switch (type) {
+      case 'token':
+        tokenRows(v, (system, code) => {
+          if (code !== null) out.push({ system, code });
+        });
+        break;
+      case 'quantity':
+        if (isObj(v) && typeof v.value === 'number') {
+          out.push({ system: (v.system as string) ?? null, code: (v.code as string) ?? (v.currency as string) ?? null, text: (v.unit as string) ?? null, num: v.value });
+        } else if (isObj(v) && (isObj(v.low) || isObj(v.high))) {
+          // Range: its bounds (a missing bound is open); units from the bound that has them
+          const q = (isObj(v.low) ? v.low : v.high) as Obj;
+          out.push({ system: (q.system as string) ?? null, code: (q.code as string) ?? null, text: (q.unit as string) ?? null, nlo: numOrNull(v.low), nhi: numOrNull(v.high) });
+        }
+        break;
+      case 'number':
+        if (typeof v === 'number') out.push({ num: v });
+        break;
+      case 'date': {
+        const ranges: Array<[Date, Date]> = [];
+        dateRanges(v, ranges);
+        for (const [lo, hi] of ranges) out.push({ dlo: pgTimestamp(lo), dhi: pgTimestamp(hi) });
+        break;
+      }
+      case 'string': {
+        const strs: string[] = [];
+        stringValues(v, strs);
+        for (const s of strs) out.push({ text: normalizeString(s) });
+        break;
+      }
+      case 'reference': {
+        const ref = typeof v === 'string' ? v : isObj(v) && typeof v.reference === 'string' ? v.reference : undefined;
+        if (!ref || ref.startsWith('#')) break;
+        const p = parseReference(ref, baseUrl);
+        out.push({ system: p.type, code: p.id, text: p.url });
+        break;
+      }
+      case 'uri':
+        if (typeof v === 'string') out.push({ code: v });
+        break;
+    }
+  }
+  return out;
+}
+
+/** Rows per item and composite: every combination of its components' values (bounded). */
+const MAX_ROWS_PER_ITEM = 64;
+
+function compositeRows(resource: Resource, baseUrl?: string): Row[] {
+  const out: Row[] = [];
+  for (const { def, items, components } of compiledComposites(resource.resourceType)) {
+    let list: unknown[];
+    try {
+      list = items(resource);
+    } catch {
+      continue;
+    }
+    const seen = new Set<string>();
+    for (const item of list) {
+      const slots: Slot[][] = [];
+      for (const c of components) {
+        let values: unknown[];
+        try {
+          values = c.fn(item, { resource });
+        } catch {
+          values = [];
+        }
+        slots.push(componentSlots(c.type, values, baseUrl));
+      }
+      if (slots.some((s) => !s.length)) continue; // the item lacks a component: it can never match
+      let combos: Row[] = [{ param: def.code }];
+      slots.forEach((choices, k) => {
+        const next: Row[] = [];
+        for (const row of combos) {
+          for (const slot of choices) {
+            if (next.length >= MAX_ROWS_PER_ITEM) break;
+            const r = { ...row };
+            for (const [col, val] of Object.entries(slot)) r[`c${k + 1}_${col}`] = val;
+            next.push(r);
+          }
+        }
+        combos = next;
+      });
+      for (const r of combos) {
+        const key = JSON.stringify(r);
+        if (!seen.has(key)) {
+          seen.add(key);
+          out.push(r);
+        }
+      }
+    }
+  }
+  return out;
 }
 
 /**
@@ -295,13 +455,50 @@ export async function writeIndexRows(tx: Tx, type: string, id: string, rows: Ind
   await tx.raw(`WITH ${ctes.join(',\n')} SELECT 1`, bindings);
 }
 
+/**
+ * One statement that replaces the index rows of many resources of one tenant (reindexing):
+ * per table, delete the rows of every listed resource and insert the new ones. `rows: null`
+ * (a deleted resource) only deletes.
+ */
+export function bulkIndexSql(tenant: string, entries: Array<{ type: string; id: string; rows: IndexRows | null }>): { sql: string; bindings: any[] } {
+  const ctes: string[] = [];
+  const bindings: any[] = [];
+  const types = entries.map((e) => e.type);
+  const ids = entries.map((e) => e.id);
+  for (const t of INDEX_TABLES) {
+    ctes.push(`d_${t} AS (DELETE FROM ${t} WHERE tenant_id = ? AND (res_type, res_id) IN (SELECT * FROM unnest(?::text[], ?::text[])))`);
+    bindings.push(tenant, types, ids);
+  }
+  for (const t of INDEX_TABLES) {
+    const list = entries.flatMap((e) => (e.rows?.[t] ?? []).map((r) => ({ res_type: e.type, res_id: e.id, ...r })));
+    if (!list.length) continue;
+    const colTypes = COLUMN_TYPES[t];
+    const cols = Object.keys(colTypes);
+    const colDefs = ['res_type text', 'res_id text', 'param text', ...cols.map((c) => `${c} ${colTypes[c]}`)].join(', ');
+    ctes.push(
+      `i_${t} AS (INSERT INTO ${t} (tenant_id, res_type, res_id, param, ${cols.join(', ')})
+        SELECT ?, x.res_type, x.res_id, x.param, ${cols.map((c) => `x.${c}`).join(', ')}
+        FROM jsonb_to_recordset(?::jsonb) AS x(${colDefs}))`,
+    );
+    bindings.push(tenant, JSON.stringify(list));
+  }
+  return { sql: `WITH ${ctes.join(',\n')} SELECT 1`, bindings };
+}
+
 const TEXT = 'text';
-const COLUMN_TYPES: Record<IndexTable, Record<string, string>> = {
+export const COLUMN_TYPES: Record<IndexTable, Record<string, string>> = {
   idx_string: { value: TEXT, exact: TEXT },
-  idx_token: { system: TEXT, code: TEXT, display: TEXT },
+  idx_token: { system: TEXT, code: TEXT, display: TEXT, type_system: TEXT, type_code: TEXT },
   idx_date: { lo: 'timestamptz', hi: 'timestamptz' },
   idx_number: { value: 'numeric', lo: 'numeric', hi: 'numeric' },
   idx_quantity: { system: TEXT, code: TEXT, unit: TEXT, value: 'numeric', lo: 'numeric', hi: 'numeric' },
   idx_reference: { target_type: TEXT, target_id: TEXT, url: TEXT },
   idx_uri: { value: TEXT },
+  idx_composite: Object.fromEntries(
+    Array.from({ length: MAX_COMPONENTS }, (_, i) => i + 1).flatMap((n) => [
+      [`c${n}_system`, TEXT], [`c${n}_code`, TEXT], [`c${n}_text`, TEXT],
+      [`c${n}_num`, 'numeric'], [`c${n}_nlo`, 'numeric'], [`c${n}_nhi`, 'numeric'],
+      [`c${n}_dlo`, 'timestamptz'], [`c${n}_dhi`, 'timestamptz'],
+    ]),
+  ),
 };

@@ -4,6 +4,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { FhirResource as Resource } from 'fhir/r4';
+import type { Knex } from 'knex';
+import { singleStatement } from '../db/single-statement';
 import type { Tx } from '../db/tenant-tx';
 import { FhirError, gone, notFound, preconditionFailed } from '../fhir/errors';
 import { extractIndexRows, indexCtes } from '../search/indexer';
@@ -50,7 +52,7 @@ function nextTimestamp(previous?: Date): Date {
   return now;
 }
 
-function stamp(resource: Resource, id: string, version: number, at: Date): Resource {
+export function stamp(resource: Resource, id: string, version: number, at: Date): Resource {
   const meta = { ...(resource.meta ?? {}) };
   meta.versionId = String(version);
   meta.lastUpdated = at.toISOString();
@@ -145,6 +147,26 @@ export class ResourceStore {
     const id = opts.id ?? randomUUID();
     const at = nextTimestamp();
     const stored = await this.writeVersion(tx, resource, id, 1, at, 'POST', true, opts.baseUrl);
+    return result(stored, 1, at, true);
+  }
+
+  /**
+   * A create outside any transaction in one round trip (fhir_create(), server/db/write-functions):
+   * the same rows as create(), written by one statement that is its own transaction.
+   */
+  async createStandalone(db: Knex, tenant: string, resource: Resource, opts: WriteOptions = {}): Promise<WriteResult> {
+    const id = randomUUID();
+    const at = nextTimestamp();
+    const stored = stamp(resource, id, 1, at);
+    const index = extractIndexRows(stored, { baseUrl: opts.baseUrl });
+    await singleStatement(db, 'fhir_create', 'SELECT fhir_create($1, $2, $3, $4, $5, $6)', [
+      tenant,
+      stored.resourceType,
+      id,
+      at,
+      JSON.stringify(stored),
+      JSON.stringify(index),
+    ]);
     return result(stored, 1, at, true);
   }
 
