@@ -7,7 +7,7 @@
 import { registry, SearchParamDef } from '../../resources';
 import { badRequest } from '../fhir/errors';
 import { Clause, parseClause } from './params';
-import { clauseSql, isSupportedParam, lastUpdatedClause, SqlFragment } from './query';
+import { ClauseContext, clauseSql, isSupportedParam, lastUpdatedClause, SqlFragment } from './query';
 
 const MAX_DEPTH = 4;
 
@@ -21,7 +21,7 @@ function referenceParam(type: string, code: string, key: string): SearchParamDef
   return p;
 }
 
-function chained(type: string, key: string, value: string, baseUrl: string, depth: number): SqlFragment {
+function chained(type: string, key: string, value: string, baseUrl: string, depth: number, ctx: ClauseContext): SqlFragment {
   const dot = key.indexOf('.');
   const head = key.slice(0, dot);
   const tail = key.slice(dot + 1);
@@ -34,7 +34,7 @@ function chained(type: string, key: string, value: string, baseUrl: string, dept
   targets = targets.filter((t) => tailName === '_id' || tailName === '_lastUpdated' || tailName === '_has' || registry.get(t)?.searchParams.has(tailName));
   if (!targets.length) throw new UnknownParameter(`No target of ${type}.${code} has a search parameter "${tailName}" (in "${key}")`);
   const parts = targets.map((t) => {
-    const inner = condition(t, tail, value, baseUrl, depth + 1);
+    const inner = condition(t, tail, value, baseUrl, depth + 1, ctx);
     return {
       sql: `EXISTS (SELECT 1 FROM idx_reference ci WHERE ci.tenant_id = r.tenant_id AND ci.res_type = r.res_type AND ci.res_id = r.id
               AND ci.param = ? AND ci.target_type = ?
@@ -46,7 +46,7 @@ function chained(type: string, key: string, value: string, baseUrl: string, dept
   return { sql: parts.map((p) => `(${p.sql})`).join(' OR '), bindings: parts.flatMap((p) => p.bindings) };
 }
 
-function reverseChained(type: string, key: string, value: string, baseUrl: string, depth: number): SqlFragment {
+function reverseChained(type: string, key: string, value: string, baseUrl: string, depth: number, ctx: ClauseContext): SqlFragment {
   // _has:Observation:patient:code   or   _has:Observation:patient:_has:AuditEvent:entity:agent
   const m = /^_has:([A-Za-z]+):([a-z0-9-]+(?:\[x\])?):(.+)$/.exec(key);
   if (!m) throw badRequest(`_has needs the form _has:Type:reference-parameter:parameter (got "${key}")`, [key]);
@@ -56,7 +56,7 @@ function reverseChained(type: string, key: string, value: string, baseUrl: strin
   if (ref.target && !ref.target.includes(type)) {
     throw badRequest(`${source}.${code} never refers to a ${type}, so "${key}" cannot match`, [key]);
   }
-  const inner = condition(source, rest, value, baseUrl, depth + 1);
+  const inner = condition(source, rest, value, baseUrl, depth + 1, ctx);
   return {
     sql: `EXISTS (SELECT 1 FROM idx_reference hi WHERE hi.tenant_id = r.tenant_id AND hi.res_type = ? AND hi.param = ?
             AND hi.target_type = r.res_type AND hi.target_id = r.id
@@ -66,13 +66,19 @@ function reverseChained(type: string, key: string, value: string, baseUrl: strin
   };
 }
 
-export function condition(type: string, key: string, value: string, baseUrl: string, depth = 0): SqlFragment {
+export function condition(type: string, key: string, value: string, baseUrl: string, depth = 0, ctx: ClauseContext = {}): SqlFragment {
   if (depth > MAX_DEPTH) throw badRequest(`"${key}" chains more than ${MAX_DEPTH} levels deep`, [key]);
-  if (key.startsWith('_has:')) return reverseChained(type, key, value, baseUrl, depth);
-  if (key.includes('.')) return chained(type, key, value, baseUrl, depth);
+  if (key.startsWith('_has:')) return reverseChained(type, key, value, baseUrl, depth, ctx);
+  if (key.includes('.')) return chained(type, key, value, baseUrl, depth, ctx);
   const clause: Clause = parseClause(key, value);
+  if ((clause.name === '_id' || clause.name === '_lastUpdated') && clause.modifier === 'missing') {
+    // Every resource has an id and a lastUpdated: :missing=true matches none, :missing=false all.
+    if (value !== 'true' && value !== 'false') throw badRequest(`:missing takes true or false, not "${value}"`, [key]);
+    return { sql: value === 'true' ? 'false' : 'true', bindings: [] };
+  }
+  if (clause.name === '_lastUpdated' && clause.modifier) throw badRequest(`Modifier :${clause.modifier} is not supported on _lastUpdated`, [key]);
   if (clause.name === '_id') {
-    if (clause.modifier === 'missing' || clause.modifier) throw badRequest(`Modifier :${clause.modifier} is not supported on _id`, [key]);
+    if (clause.modifier) throw badRequest(`Modifier :${clause.modifier} is not supported on _id`, [key]);
     if (clause.values.some((v) => v === '')) throw badRequest('_id has an empty value', [key]);
     return { sql: `r.id = ANY(?)`, bindings: [clause.values] };
   }
@@ -80,5 +86,5 @@ export function condition(type: string, key: string, value: string, baseUrl: str
   const p = registry.get(type)?.searchParams.get(clause.name);
   if (!p) throw new UnknownParameter(`Unknown search parameter "${clause.name}" for ${type}`);
   if (!isSupportedParam(p)) throw new UnknownParameter(`Search parameter "${clause.name}" (type ${p.type}) is not supported on ${type}`);
-  return clauseSql(p, clause, baseUrl);
+  return clauseSql(p, clause, baseUrl, ctx);
 }

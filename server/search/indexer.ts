@@ -22,6 +22,8 @@ export type IndexRows = Partial<Record<IndexTable, Row[]>>;
 
 interface CompiledPart {
   fn: (r: unknown) => unknown[];
+  /** The same with `(X as T)` read as `X.ofType(T)`, for resources where `as` meets several items. */
+  lenient?: (r: unknown) => unknown[];
   /** From `.where(resolve() is X)`: keep only references to these types. */
   targetFilter?: string;
 }
@@ -77,7 +79,11 @@ function compilePart(expr: string): CompiledPart | undefined {
   });
   try {
     const fn = fhirpath.compile(src, r4Model) as unknown as (r: unknown) => unknown[];
-    return { fn, targetFilter };
+    // `(X as T)` throws when X has several items (e.g. Observation.component.value of a blood
+    // pressure); R5 corrected those expressions to `X.ofType(T)`, used here as the fallback.
+    const lenientSrc = src.replace(/\(([A-Za-z][\w.]*) as (\w+)\)/g, '$1.ofType($2)');
+    const lenient = lenientSrc !== src ? (fhirpath.compile(lenientSrc, r4Model) as unknown as (r: unknown) => unknown[]) : undefined;
+    return { fn, lenient, targetFilter };
   } catch {
     return undefined; // expressions fhirpath.js cannot compile are simply not indexed
   }
@@ -204,7 +210,11 @@ export function extractIndexRows(resource: Resource, opts: { baseUrl?: string } 
       try {
         values = part.fn(resource);
       } catch {
-        continue;
+        try {
+          values = part.lenient?.(resource) ?? [];
+        } catch {
+          continue;
+        }
       }
       for (const v of values) {
         switch (def.type) {

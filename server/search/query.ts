@@ -7,10 +7,20 @@ import { badRequest } from '../fhir/errors';
 import { parseFhirDate } from './fhir-date';
 import { normalizeString } from './normalize';
 import { Clause, Prefix, splitPipe, splitPrefix } from './params';
+import { compositeComponents } from './composite';
+import type { ValueSetResolver } from './valuesets';
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const r4Model: { path2Type: Record<string, string> } = require('fhirpath/fhir-context/r4');
 
 export interface SqlFragment {
   sql: string;
   bindings: any[];
+}
+
+/** What building a condition may need beyond the clause itself. */
+export interface ClauseContext {
+  /** Value sets for token :in / :not-in (resolved in a pre-pass, see valuesets.ts). */
+  valueSets?: ValueSetResolver;
 }
 
 const likeEscape = (s: string) => s.replace(/[\\%_]/g, (c) => '\\' + c);
@@ -83,44 +93,106 @@ export function lastUpdatedClause(clause: Clause): SqlFragment {
   return orJoin(parts);
 }
 
-function parseNumber(param: string, s: string): { n: number; lo: number; hi: number } {
+/**
+ * Exact decimal strings (numeric bindings) for a search number: its implicit range
+ * (search.html#number: `100` → [99.5, 100.5), `100.00` → [99.995, 100.005); exponent form one
+ * digit finer than the mantissa, so `1e2` → [95, 105) as in the spec) and the ±10 % of `ap`.
+ * Computed on scaled integers: float arithmetic misplaces the bounds of long decimals.
+ */
+function exactNumber(raw: string): { lo: string; hi: string; apLo: string; apHi: string } {
+  const m = /^([+-]?)(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d+))?$/.exec(raw)!;
+  const frac = m[3] ?? '';
+  const scale = frac.length - Number(m[4] ?? 0); // raw = digits × 10^-scale
+  const k = m[4] === undefined ? -(frac.length + 1) : Number(m[4]) - frac.length - 2; // half width = 5 × 10^k
+  const S = Math.max(scale, -k, 0) + 1; // one more digit for the 10 % of ap
+  const v = BigInt((m[1] === '-' ? '-' : '') + (m[2] + frac || '0')) * 10n ** BigInt(S - scale);
+  const half = 5n * 10n ** BigInt(S + k);
+  const abs = v < 0n ? -v : v;
+  const fmt = (x: bigint) => {
+    const d = (x < 0n ? -x : x).toString().padStart(S + 1, '0');
+    return `${x < 0n ? '-' : ''}${d.slice(0, -S)}.${d.slice(-S)}`;
+  };
+  return { lo: fmt(v - half), hi: fmt(v + half), apLo: fmt(v - abs / 10n), apHi: fmt(v + abs / 10n) };
+}
+
+function parseNumber(param: string, s: string): { n: number; lo: number; hi: number; raw: string } {
   if (!/^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$/.test(s)) {
     throw badRequest(`Invalid number "${s}" for search parameter "${param}"`, [param]);
   }
   const n = Number(s);
-  const dot = s.indexOf('.');
-  const decimals = dot < 0 || /[eE]/.test(s) ? 0 : s.length - dot - 1;
-  const half = 0.5 * Math.pow(10, -decimals);
-  return { n, lo: n - half, hi: n + half };
+  const { lo, hi } = exactNumber(s);
+  return { n, lo: Number(lo), hi: Number(hi), raw: s };
 }
 
-function numberCondition(prefix: Prefix, col: string, num: { n: number; lo: number; hi: number }): SqlFragment {
+function numberCondition(prefix: Prefix, col: string, num: { raw: string }): SqlFragment {
+  const x = exactNumber(num.raw);
   switch (prefix) {
     case 'eq':
-      return { sql: `${col} >= ? AND ${col} < ?`, bindings: [num.lo, num.hi] };
+      return { sql: `${col} >= ? AND ${col} < ?`, bindings: [x.lo, x.hi] };
     case 'ne':
-      return { sql: `NOT (${col} >= ? AND ${col} < ?)`, bindings: [num.lo, num.hi] };
+      return { sql: `NOT (${col} >= ? AND ${col} < ?)`, bindings: [x.lo, x.hi] };
     case 'gt':
     case 'sa':
-      return { sql: `${col} > ?`, bindings: [num.n] };
+      return { sql: `${col} > ?`, bindings: [num.raw] };
     case 'lt':
     case 'eb':
-      return { sql: `${col} < ?`, bindings: [num.n] };
+      return { sql: `${col} < ?`, bindings: [num.raw] };
     case 'ge':
-      return { sql: `${col} >= ?`, bindings: [num.n] };
+      return { sql: `${col} >= ?`, bindings: [num.raw] };
     case 'le':
-      return { sql: `${col} <= ?`, bindings: [num.n] };
-    case 'ap': {
-      const d = Math.abs(num.n) * 0.1;
-      return { sql: `${col} >= ? AND ${col} <= ?`, bindings: [num.n - d, num.n + d] };
-    }
+      return { sql: `${col} <= ?`, bindings: [num.raw] };
+    case 'ap':
+      return { sql: `${col} >= ? AND ${col} <= ?`, bindings: [x.apLo, x.apHi] };
   }
 }
 
-function tokenClause(def: SearchParamDef, clause: Clause): SqlFragment {
+/** Token condition on a coding in the value set. Before the value set is loaded: no match. */
+function inValueSet(clause: Clause, ref: string, ctx: ClauseContext): SqlFragment {
+  if (!ctx.valueSets) throw badRequest(`:${clause.modifier} cannot be used here (value sets are resolved only in searches)`, [clause.raw]);
+  const set = ctx.valueSets.lookup(ref, clause.raw);
+  if (!set) return { sql: 'false', bindings: [] };
+  const pairs = (list: Array<[string, string]>) => [list.map((p) => p[0]), list.map((p) => p[1])];
+  const ors: SqlFragment[] = [];
+  if (set.pairs.length) {
+    // A code without a system (a `code` element: its system is implied by the binding) matches by code.
+    ors.push({
+      sql: `EXISTS (SELECT 1 FROM unnest(?::text[], ?::text[]) AS vs(s, c) WHERE vs.c = i.code AND (vs.s = i.system OR i.system IS NULL))`,
+      bindings: pairs(set.pairs),
+    });
+  }
+  if (set.systems.length) {
+    const except = set.exceptPairs.length
+      ? { sql: ` AND NOT EXISTS (SELECT 1 FROM unnest(?::text[], ?::text[]) AS vx(s, c) WHERE vx.s = i.system AND vx.c = i.code)`, bindings: pairs(set.exceptPairs) }
+      : { sql: '', bindings: [] };
+    ors.push({ sql: `i.system = ANY(?::text[]) AND i.code IS NOT NULL${except.sql}`, bindings: [set.systems, ...except.bindings] });
+  }
+  return ors.length ? orJoin(ors) : { sql: 'false', bindings: [] };
+}
+
+/** Whether a token parameter's expression reaches an Identifier (where :of-type applies). */
+function isIdentifierParam(def: SearchParamDef): boolean {
+  return (def.expression ?? '').split('|').some((branch) => {
+    const path = branch.trim().replace(/^\(+|\)+$/g, '').replace(/\.where\(.*\)$/, '').trim();
+    return r4Model.path2Type[path] === 'Identifier';
+  });
+}
+
+function tokenClause(def: SearchParamDef, clause: Clause, ctx: ClauseContext): SqlFragment {
   const mod = clause.modifier;
+  if (mod === 'of-type' && !isIdentifierParam(def)) {
+    throw badRequest(`:of-type applies to Identifier parameters; "${clause.name}" is not one`, [clause.raw]);
+  }
   const parts = clause.values.map((v): SqlFragment => {
-    if (mod === 'text') return { sql: `i.display LIKE ?`, bindings: [likeEscape(normalizeString(v)) + '%'] };
+    if (mod === 'in' || mod === 'not-in') return inValueSet(clause, v, ctx);
+    if (mod === 'of-type') {
+      // typeSystem|typeCode|value, all three required
+      const [typeSystem, typeCode, value, ...extra] = splitPipe(v);
+      if (!typeSystem || !typeCode || !value || extra.length) {
+        throw badRequest(`:of-type takes typeSystem|typeCode|value (all three), not "${v}"`, [clause.raw]);
+      }
+      return { sql: `i.type_system = ? AND i.type_code = ? AND i.code = ?`, bindings: [typeSystem, typeCode, value] };
+    }
+    if (mod === 'text') return normalizeString(v) ? { sql: `i.display LIKE ?`, bindings: [likeEscape(normalizeString(v)) + '%'] } : { sql: 'false', bindings: [] };
     if (!v.includes('|')) return { sql: `i.code = ?`, bindings: [v] };
     const [system, code] = splitPipe(v);
     if (system === '') return { sql: `i.system IS NULL AND i.code = ?`, bindings: [code] };
@@ -129,13 +201,14 @@ function tokenClause(def: SearchParamDef, clause: Clause): SqlFragment {
   });
   const f = orJoin(parts);
   const e = exists('idx_token', def.code, f.sql, f.bindings);
-  return mod === 'not' ? { sql: `NOT ${e.sql}`, bindings: e.bindings } : e;
+  return mod === 'not' || mod === 'not-in' ? { sql: `NOT ${e.sql}`, bindings: e.bindings } : e;
 }
 
 function stringClause(def: SearchParamDef, clause: Clause): SqlFragment {
   const parts = clause.values.map((v): SqlFragment => {
     if (clause.modifier === 'exact') return { sql: `i.exact = ?`, bindings: [v] };
     const n = likeEscape(normalizeString(v));
+    if (!n) return { sql: 'false', bindings: [] }; // only punctuation: nothing to compare
     if (clause.modifier === 'contains') return { sql: `i.value LIKE ?`, bindings: ['%' + n + '%'] };
     return { sql: `i.value LIKE ?`, bindings: [n + '%'] };
   });
@@ -220,7 +293,7 @@ const TABLE_OF: Record<string, string> = {
 
 const MODIFIERS: Record<string, string[]> = {
   string: ['exact', 'contains', 'missing'],
-  token: ['not', 'text', 'missing'],
+  token: ['not', 'text', 'missing', 'in', 'not-in', 'of-type'],
   date: ['missing'],
   number: ['missing'],
   quantity: ['missing'],
@@ -229,11 +302,12 @@ const MODIFIERS: Record<string, string[]> = {
 };
 
 export function isSupportedParam(def: SearchParamDef): boolean {
+  if (def.type === 'composite') return compositeComponents(def) !== undefined;
   return Boolean(TABLE_OF[def.type]) && Boolean(def.expression);
 }
 
 /** SQL condition (over `resources r`) for one clause of a search on `def`. */
-export function clauseSql(def: SearchParamDef, clause: Clause, baseUrl: string): SqlFragment {
+export function clauseSql(def: SearchParamDef, clause: Clause, baseUrl: string, ctx: ClauseContext = {}): SqlFragment {
   const mod = clause.modifier;
   if (mod && !(MODIFIERS[def.type]?.includes(mod) || (def.type === 'reference' && registry.has(mod)))) {
     throw badRequest(`Unknown or unsupported modifier ":${mod}" on search parameter "${clause.name}" (type ${def.type})`, [clause.raw]);
@@ -249,7 +323,7 @@ export function clauseSql(def: SearchParamDef, clause: Clause, baseUrl: string):
     case 'string':
       return stringClause(def, clause);
     case 'token':
-      return tokenClause(def, clause);
+      return tokenClause(def, clause, ctx);
     case 'date':
       return dateClause('idx_date', def, clause);
     case 'number':
@@ -260,7 +334,106 @@ export function clauseSql(def: SearchParamDef, clause: Clause, baseUrl: string):
       return referenceClause(def, clause, baseUrl);
     case 'uri':
       return uriClause(def, clause);
+    case 'composite':
+      if (compositeComponents(def)) return compositeClause(def, clause, baseUrl);
+      throw badRequest(`Composite search parameter "${clause.name}" is not supported`, [clause.raw]);
     default:
       throw badRequest(`Search parameter "${clause.name}" of type ${def.type} is not supported`, [clause.raw]);
   }
+}
+
+// ---- composite parameters (idx_composite, one row per combination of one item's values) ------
+
+/** Splits a composite value on unescaped `$` (a backslash before `$` makes it literal). */
+function splitDollar(value: string): string[] {
+  const out: string[] = [];
+  let cur = '';
+  for (let i = 0; i < value.length; i++) {
+    const c = value[i];
+    if (c === '\\' && value[i + 1] === '$') {
+      cur += '$';
+      i++;
+    } else if (c === '$') {
+      out.push(cur);
+      cur = '';
+    } else cur += c;
+  }
+  out.push(cur);
+  return out;
+}
+
+/** Condition on slot `col` (e.g. `i.c1_`) for one component value, in that component's own syntax. */
+function componentCondition(type: SearchParamDef['type'], name: string, v: string, col: string, baseUrl: string): SqlFragment {
+  switch (type) {
+    case 'token': {
+      if (!v.includes('|')) return { sql: `${col}code = ?`, bindings: [v] };
+      const [system, code] = splitPipe(v);
+      if (system === '') return { sql: `${col}system IS NULL AND ${col}code = ?`, bindings: [code] };
+      if (code === '' || code === undefined) return { sql: `${col}system = ?`, bindings: [system] };
+      return { sql: `${col}system = ? AND ${col}code = ?`, bindings: [system, code] };
+    }
+    case 'quantity': {
+      const [numPart, system, code] = splitPipe(v);
+      const { prefix, rest } = splitPrefix(numPart);
+      const num = parseNumber(name, rest);
+      const single = numberCondition(prefix, `${col}num`, num);
+      // a Range: its bounds against the value's implicit range (open bounds are infinite)
+      let [slo, shi] = [num.lo, num.hi];
+      if (prefix === 'ap') [slo, shi] = [num.n - Math.abs(num.n) * 0.1, num.n + Math.abs(num.n) * 0.1];
+      const range = rangeCondition(prefix, `coalesce(${col}nlo, '-Infinity'::numeric)`, `coalesce(${col}nhi, 'Infinity'::numeric)`, slo, shi);
+      const sql = [`((${col}num IS NOT NULL AND ${single.sql}) OR (${col}num IS NULL AND (${range.sql})))`];
+      const bindings = [...single.bindings, ...range.bindings];
+      if (system) {
+        sql.push(`${col}system = ?`);
+        bindings.push(system);
+      }
+      if (code) {
+        sql.push(system ? `${col}code = ?` : `(${col}code = ? OR ${col}text = ?)`);
+        bindings.push(code);
+        if (!system) bindings.push(code);
+      }
+      return { sql: sql.join(' AND '), bindings };
+    }
+    case 'number': {
+      const { prefix, rest } = splitPrefix(v);
+      return numberCondition(prefix, `${col}num`, parseNumber(name, rest));
+    }
+    case 'date': {
+      const { prefix, rest } = splitPrefix(v);
+      let { lo, hi } = dateRangeOf(name, rest);
+      if (prefix === 'ap') [lo, hi] = approxDate(lo, hi);
+      return rangeCondition(prefix, `${col}dlo`, `${col}dhi`, lo, hi);
+    }
+    case 'string': {
+      const n = normalizeString(v);
+      return n ? { sql: `${col}text LIKE ?`, bindings: [likeEscape(n) + '%'] } : { sql: 'false', bindings: [] };
+    }
+    case 'reference': {
+      let ref = v;
+      if (ref.startsWith(baseUrl + '/')) ref = ref.slice(baseUrl.length + 1);
+      const typed = /^([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/.*)?$/.exec(ref);
+      if (typed) return { sql: `${col}system = ? AND ${col}code = ?`, bindings: [typed[1], typed[2]] };
+      if (/^[A-Za-z0-9\-.]{1,64}$/.test(ref)) return { sql: `${col}code = ?`, bindings: [ref] };
+      return { sql: `${col}text = ?`, bindings: [v] };
+    }
+    case 'uri':
+      return { sql: `${col}code = ?`, bindings: [v] };
+    default:
+      throw badRequest(`Component type ${type} of "${name}" is not supported`, [name]);
+  }
+}
+
+function compositeClause(def: SearchParamDef, clause: Clause, baseUrl: string): SqlFragment {
+  const comps = compositeComponents(def)!;
+  const syntax = comps.map((c) => `[${c.def.code}]`).join('$');
+  const parts = clause.values.map((v): SqlFragment => {
+    const values = splitDollar(v);
+    if (values.length !== comps.length || values.some((x) => x === '')) {
+      throw badRequest(`"${clause.name}" takes ${comps.length} values separated by $ (${syntax}), not "${v}"`, [clause.raw]);
+    }
+    const conds = values.map((x, k) => componentCondition(comps[k].def.type, clause.name, x, `i.c${k + 1}_`, baseUrl));
+    return { sql: conds.map((c) => `(${c.sql})`).join(' AND '), bindings: conds.flatMap((c) => c.bindings) };
+  });
+  const f = orJoin(parts);
+  return exists('idx_composite', def.code, f.sql, f.bindings);
 }

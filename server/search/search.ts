@@ -8,6 +8,7 @@ import { SqlFragment } from './query';
 import { condition, UnknownParameter } from './conditions';
 import { parseIncludes, resolveIncludes } from './include';
 import { afterCursor, orderBy, parseSort } from './sort';
+import { ValueSetResolver } from './valuesets';
 
 /** Parameters that shape the result rather than select resources. */
 export const CONTROL_PARAMS = new Set([
@@ -72,7 +73,7 @@ export function parseCount(raw: string | undefined, def: number, max: number): n
 /** Parameters a system-level search (across types) understands: the ones every resource has. */
 const SYSTEM_PARAMS = new Set(['_id', '_lastUpdated', '_tag', '_profile', '_security', '_source']);
 
-export function buildConditions(type: string, params: QueryInput, baseUrl: string, strict: boolean, system = false) {
+export function buildConditions(type: string, params: QueryInput, baseUrl: string, strict: boolean, system = false, valueSets?: ValueSetResolver) {
   const def = registry.get(type);
   if (!def) throw notFound(`Resource type "${type}" is not supported`);
   const conds: SqlFragment[] = [];
@@ -85,7 +86,7 @@ export function buildConditions(type: string, params: QueryInput, baseUrl: strin
       if (system && !SYSTEM_PARAMS.has(name)) {
         throw new UnknownParameter(`"${name}" cannot be used in a search across types (use ${[...SYSTEM_PARAMS].join(', ')})`);
       }
-      conds.push(condition(type, key, value, baseUrl));
+      conds.push(condition(type, key, value, baseUrl, 0, { valueSets }));
       applied.push([key, value]);
     } catch (e) {
       if (!(e instanceof UnknownParameter)) throw e;
@@ -94,6 +95,19 @@ export function buildConditions(type: string, params: QueryInput, baseUrl: strin
     }
   }
   return { conds, applied, warnings };
+}
+
+/**
+ * buildConditions, with the value sets of :in / :not-in read from the tenant first: the first
+ * build records the value sets the conditions need, and only then (if any) they are loaded and
+ * the conditions built again.
+ */
+export async function resolveConditions(tx: Tx, type: string, params: QueryInput, baseUrl: string, strict: boolean, system = false) {
+  const valueSets = new ValueSetResolver();
+  const built = buildConditions(type, params, baseUrl, strict, system, valueSets);
+  if (!valueSets.pending) return built;
+  await valueSets.load(tx, baseUrl);
+  return buildConditions(type, params, baseUrl, strict, system, valueSets);
 }
 
 export async function search(tx: Tx, req: SearchRequest): Promise<SearchResult> {
@@ -109,7 +123,7 @@ export async function search(tx: Tx, req: SearchRequest): Promise<SearchResult> 
     throw badRequest('A search across types can only _sort on _lastUpdated or _id', ['_sort']);
   }
   const system = req.types !== undefined;
-  const { conds, applied, warnings } = buildConditions(req.type, req.params, req.baseUrl, req.strict, system);
+  const { conds, applied, warnings } = await resolveConditions(tx, req.type, req.params, req.baseUrl, req.strict, system);
   warnings.push(...sortWarnings);
   if (sortApplied) applied.push(['_sort', sortApplied]);
   const includeSpecs = parseIncludes(req.params, warnings, req.strict);
