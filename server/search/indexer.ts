@@ -130,8 +130,9 @@ function tokenRows(
   if (typeof v === 'string') push(null, v);
   else if (typeof v === 'boolean' || typeof v === 'number') push(null, String(v));
   else if (isObj(v)) {
-    if (Array.isArray(v.coding)) {
-      for (const c of v.coding as Obj[]) {
+    if (Array.isArray(v.coding) || (typeof v.text === 'string' && !('value' in v) && !('code' in v))) {
+      // CodeableConcept (also one with only a text, for :text)
+      for (const c of (v.coding ?? []) as Obj[]) {
         if (isObj(c)) push((c.system as string) ?? null, (c.code as string) ?? null, (c.display as string) ?? null);
       }
       if (typeof v.text === 'string') push(null, null, v.text);
@@ -180,7 +181,10 @@ function parseReference(ref: string, base?: string): { type: string | null; id: 
   if (base && r.startsWith(base + '/')) r = r.slice(base.length + 1);
   const m = /^(?:.*\/)?([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[^/]+)?$/.exec(r);
   if (m && !/^[a-z]+:/.test(r)) return { type: m[1], id: m[2], url: ref };
-  if (m) return { type: m[1], id: m[2], url: ref }; // absolute URL: keep type/id for matching, url for exact
+  // Absolute URL of another server: not one of ours, so only an exact URL search matches it.
+  // (Without a known base, keep type/id for matching, url for exact.)
+  if (m && base) return { type: null, id: null, url: ref };
+  if (m) return { type: m[1], id: m[2], url: ref };
   return { type: null, id: null, url: ref };
 }
 
@@ -263,14 +267,12 @@ export function extractIndexRows(resource: Resource, opts: { baseUrl?: string } 
             let ref: string | undefined;
             if (typeof v === 'string') ref = v; // canonical / uri
             else if (isObj(v) && typeof v.reference === 'string') ref = v.reference;
-            if (!ref) {
-              if (isObj(v) && isObj(v.identifier)) {
-                // logical reference: searchable through :identifier
-                const idf = v.identifier as Obj;
-                add({ target_type: null, target_id: null, url: `identifier:${idf.system ?? ''}|${idf.value ?? ''}` });
-              }
-              break;
+            if (isObj(v) && isObj(v.identifier)) {
+              // Reference.identifier (with or without a literal reference): searchable through :identifier
+              const idf = v.identifier as Obj;
+              add({ target_type: null, target_id: null, url: `identifier:${idf.system ?? ''}|${idf.value ?? ''}` });
             }
+            if (!ref) break;
             if (ref.startsWith('#')) break; // contained
             const p = parseReference(ref, opts.baseUrl);
             if (part.targetFilter && p.type !== part.targetFilter) break;

@@ -4,8 +4,13 @@ import { badRequest } from '../fhir/errors';
 export interface Clause {
   name: string;
   modifier?: string;
-  /** OR-ed values (comma-separated in the query, `\,` escapes a comma). */
+  /** OR-ed values (comma-separated in the query, `\,` escapes a comma), unescaped. */
   values: string[];
+  /**
+   * The same values with the escapes `\|`, `\$`, `\\` kept, for values that are split further on
+   * `|` (token, quantity, :identifier; use splitPipe) or `$` (composite).
+   */
+  rawValues: string[];
   /** The original `name[:modifier]` as given, for self links. */
   raw: string;
 }
@@ -28,13 +33,15 @@ export function queryPairs(...sources: Array<Record<string, unknown> | undefined
   return out;
 }
 
-export function splitOr(value: string): string[] {
+/** Splits on unescaped commas; `\,` becomes `,`, the other escapes stay for later splitting. */
+export function splitOrRaw(value: string): string[] {
   const out: string[] = [];
   let cur = '';
   for (let i = 0; i < value.length; i++) {
     const c = value[i];
     if (c === '\\' && i + 1 < value.length) {
-      cur += value[++i];
+      const n = value[++i];
+      cur += n === ',' ? ',' : c + n;
     } else if (c === ',') {
       out.push(cur);
       cur = '';
@@ -44,14 +51,23 @@ export function splitOr(value: string): string[] {
   return out;
 }
 
+/** A value's escapes (`\,` `\$` `\|` `\\`) as the literal characters. */
+export function unescapeValue(value: string): string {
+  return value.replace(/\\([\\|$,])/g, '$1');
+}
+
+export function splitOr(value: string): string[] {
+  return splitOrRaw(value).map(unescapeValue);
+}
+
+/** Splits a raw value (see Clause.rawValues) on unescaped `|`, unescaping the parts. */
 export function splitPipe(value: string): string[] {
   const out: string[] = [];
   let cur = '';
   for (let i = 0; i < value.length; i++) {
     const c = value[i];
-    if (c === '\\' && value[i + 1] === '|') {
-      cur += '|';
-      i++;
+    if (c === '\\' && '\\|$,'.includes(value[i + 1] ?? 'x')) {
+      cur += value[++i];
     } else if (c === '|') {
       out.push(cur);
       cur = '';
@@ -65,7 +81,8 @@ export function parseClause(key: string, value: string): Clause {
   const idx = key.indexOf(':');
   const name = idx < 0 ? key : key.slice(0, idx);
   const modifier = idx < 0 ? undefined : key.slice(idx + 1);
-  return { name, modifier, values: splitOr(value), raw: key };
+  const rawValues = splitOrRaw(value);
+  return { name, modifier, values: rawValues.map(unescapeValue), rawValues, raw: key };
 }
 
 export const PREFIXES = ['eq', 'ne', 'gt', 'lt', 'ge', 'le', 'sa', 'eb', 'ap'] as const;

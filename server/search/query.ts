@@ -182,19 +182,21 @@ function tokenClause(def: SearchParamDef, clause: Clause, ctx: ClauseContext): S
   if (mod === 'of-type' && !isIdentifierParam(def)) {
     throw badRequest(`:of-type applies to Identifier parameters; "${clause.name}" is not one`, [clause.raw]);
   }
-  const parts = clause.values.map((v): SqlFragment => {
+  const parts = clause.values.map((v, k): SqlFragment => {
+    const raw = clause.rawValues[k]; // escapes kept: `\|` is a literal pipe, not a separator
     if (mod === 'in' || mod === 'not-in') return inValueSet(clause, v, ctx);
     if (mod === 'of-type') {
       // typeSystem|typeCode|value, all three required
-      const [typeSystem, typeCode, value, ...extra] = splitPipe(v);
+      const [typeSystem, typeCode, value, ...extra] = splitPipe(raw);
       if (!typeSystem || !typeCode || !value || extra.length) {
         throw badRequest(`:of-type takes typeSystem|typeCode|value (all three), not "${v}"`, [clause.raw]);
       }
       return { sql: `i.type_system = ? AND i.type_code = ? AND i.code = ?`, bindings: [typeSystem, typeCode, value] };
     }
     if (mod === 'text') return normalizeString(v) ? { sql: `i.display LIKE ?`, bindings: [likeEscape(normalizeString(v)) + '%'] } : { sql: 'false', bindings: [] };
-    if (!v.includes('|')) return { sql: `i.code = ?`, bindings: [v] };
-    const [system, code] = splitPipe(v);
+    const pipe = splitPipe(raw);
+    if (pipe.length === 1) return { sql: `i.code = ?`, bindings: [v] };
+    const [system, code] = pipe;
     if (system === '') return { sql: `i.system IS NULL AND i.code = ?`, bindings: [code] };
     if (code === '' || code === undefined) return { sql: `i.system = ?`, bindings: [system] };
     return { sql: `i.system = ? AND i.code = ?`, bindings: [system, code] };
@@ -236,7 +238,7 @@ function numberClause(def: SearchParamDef, clause: Clause): SqlFragment {
 }
 
 function quantityClause(def: SearchParamDef, clause: Clause): SqlFragment {
-  const parts = clause.values.map((v): SqlFragment => {
+  const parts = clause.rawValues.map((v): SqlFragment => {
     const [numPart, system, code] = splitPipe(v);
     const { prefix, rest } = splitPrefix(numPart);
     const cond = numberCondition(prefix, 'i.value', parseNumber(clause.name, rest));
@@ -259,9 +261,13 @@ function quantityClause(def: SearchParamDef, clause: Clause): SqlFragment {
 
 function referenceClause(def: SearchParamDef, clause: Clause, baseUrl: string): SqlFragment {
   const mod = clause.modifier;
-  const parts = clause.values.map((v): SqlFragment => {
+  const parts = clause.values.map((v, k): SqlFragment => {
     if (mod === 'identifier') {
-      const [system, value] = v.includes('|') ? splitPipe(v) : ['', v];
+      // token syntax on Reference.identifier (indexed as url `identifier:system|value`)
+      const pipe = splitPipe(clause.rawValues[k]);
+      if (pipe.length === 1) return { sql: `i.url LIKE ?`, bindings: [`identifier:%|${likeEscape(v)}`] };
+      const [system, value] = pipe;
+      if (system !== '' && value === '') return { sql: `i.url LIKE ?`, bindings: [`identifier:${likeEscape(system)}|%`] };
       return { sql: `i.url = ?`, bindings: [`identifier:${system}|${value}`] };
     }
     let ref = v;
