@@ -56,40 +56,44 @@ export async function up(knex: Knex): Promise<void> {
     CREATE INDEX history_tenant_seq ON resource_history (tenant_id, seq);
     CREATE INDEX history_type_seq ON resource_history (tenant_id, res_type, seq);
 
+    -- Index rows: a lookup index led by (tenant, type, param, value) for searches, and an owner
+    -- index led by the resource id for rewriting one resource's rows. The owner index starts with
+    -- res_id (not res_type) so that, even before ANALYZE has run on a freshly loaded database, the
+    -- planner never mistakes it for a way to answer a parameter lookup.
     CREATE TABLE idx_string (
       tenant_id text NOT NULL, res_type text NOT NULL, res_id text NOT NULL, param text NOT NULL,
       value text NOT NULL, exact text NOT NULL
     );
     CREATE INDEX idx_string_lookup ON idx_string (tenant_id, res_type, param, value text_pattern_ops);
-    CREATE INDEX idx_string_owner ON idx_string (tenant_id, res_type, res_id);
+    CREATE INDEX idx_string_owner ON idx_string (tenant_id, res_id, res_type);
 
     CREATE TABLE idx_token (
       tenant_id text NOT NULL, res_type text NOT NULL, res_id text NOT NULL, param text NOT NULL,
       system text, code text, display text
     );
     CREATE INDEX idx_token_lookup ON idx_token (tenant_id, res_type, param, code, system);
-    CREATE INDEX idx_token_owner ON idx_token (tenant_id, res_type, res_id);
+    CREATE INDEX idx_token_owner ON idx_token (tenant_id, res_id, res_type);
 
     CREATE TABLE idx_date (
       tenant_id text NOT NULL, res_type text NOT NULL, res_id text NOT NULL, param text NOT NULL,
       lo timestamptz, hi timestamptz
     );
     CREATE INDEX idx_date_lookup ON idx_date (tenant_id, res_type, param, lo, hi);
-    CREATE INDEX idx_date_owner ON idx_date (tenant_id, res_type, res_id);
+    CREATE INDEX idx_date_owner ON idx_date (tenant_id, res_id, res_type);
 
     CREATE TABLE idx_number (
       tenant_id text NOT NULL, res_type text NOT NULL, res_id text NOT NULL, param text NOT NULL,
       value numeric, lo numeric, hi numeric
     );
     CREATE INDEX idx_number_lookup ON idx_number (tenant_id, res_type, param, value);
-    CREATE INDEX idx_number_owner ON idx_number (tenant_id, res_type, res_id);
+    CREATE INDEX idx_number_owner ON idx_number (tenant_id, res_id, res_type);
 
     CREATE TABLE idx_quantity (
       tenant_id text NOT NULL, res_type text NOT NULL, res_id text NOT NULL, param text NOT NULL,
       system text, code text, unit text, value numeric, lo numeric, hi numeric
     );
     CREATE INDEX idx_quantity_lookup ON idx_quantity (tenant_id, res_type, param, code, value);
-    CREATE INDEX idx_quantity_owner ON idx_quantity (tenant_id, res_type, res_id);
+    CREATE INDEX idx_quantity_owner ON idx_quantity (tenant_id, res_id, res_type);
 
     CREATE TABLE idx_reference (
       tenant_id text NOT NULL, res_type text NOT NULL, res_id text NOT NULL, param text NOT NULL,
@@ -97,14 +101,14 @@ export async function up(knex: Knex): Promise<void> {
     );
     CREATE INDEX idx_reference_lookup ON idx_reference (tenant_id, res_type, param, target_id, target_type);
     CREATE INDEX idx_reference_target ON idx_reference (tenant_id, target_type, target_id);
-    CREATE INDEX idx_reference_owner ON idx_reference (tenant_id, res_type, res_id);
+    CREATE INDEX idx_reference_owner ON idx_reference (tenant_id, res_id, res_type);
 
     CREATE TABLE idx_uri (
       tenant_id text NOT NULL, res_type text NOT NULL, res_id text NOT NULL, param text NOT NULL,
       value text NOT NULL
     );
     CREATE INDEX idx_uri_lookup ON idx_uri (tenant_id, res_type, param, value text_pattern_ops);
-    CREATE INDEX idx_uri_owner ON idx_uri (tenant_id, res_type, res_id);
+    CREATE INDEX idx_uri_owner ON idx_uri (tenant_id, res_id, res_type);
 
     CREATE TABLE idempotency_keys (
       tenant_id text NOT NULL,

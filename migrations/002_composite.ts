@@ -32,7 +32,7 @@ export async function up(knex: Knex): Promise<void> {
       ${SLOT(3)}
     );
     CREATE INDEX idx_composite_lookup ON idx_composite (tenant_id, res_type, param, c1_code, c1_system);
-    CREATE INDEX idx_composite_owner ON idx_composite (tenant_id, res_type, res_id);
+    CREATE INDEX idx_composite_owner ON idx_composite (tenant_id, res_id, res_type);
     ALTER TABLE idx_composite ENABLE ROW LEVEL SECURITY;
     ALTER TABLE idx_composite FORCE ROW LEVEL SECURITY;
     CREATE POLICY tenant_isolation ON idx_composite

@@ -8,7 +8,8 @@ import type { Bundle, BundleEntry, BundleEntryResponse, FhirResource as Resource
 import { registry } from '../../resources';
 import type { Tx } from '../db/tenant-tx';
 import { badRequest, FhirError } from './errors';
-import { conditionalMatches, handle, run, setBundleHandler } from './interactions';
+import { store } from '../store/resource-store';
+import { bodyResource, conditionalMatches, handle, knownType, run, setBundleHandler, writeResponse } from './interactions';
 import type { FhirRequest, FhirResponse, TenantContext } from './types';
 import { errorToResponse } from './error-response';
 import { rewriteResource } from './reference-rewrite';
@@ -110,6 +111,13 @@ function collectReferences(value: Json, out: Set<string>): void {
   }
 }
 
+/** Prefixes a FhirError's diagnostics with the entry it came from. */
+function withEntry(e: unknown, p: ParsedEntry): unknown {
+  if (!(e instanceof FhirError)) return e;
+  const prefix = `Bundle.entry[${p.index}] (${p.method} ${p.entry.request!.url}): `;
+  return new FhirError(e.status, e.issues.map((i) => ({ ...i, diagnostics: prefix + (i.diagnostics ?? '') })), e.headers);
+}
+
 async function transaction(ctx: TenantContext, bundle: Bundle, prefer?: string): Promise<FhirResponse> {
   const entries = (bundle.entry ?? []).map((e, i) => parseEntry(ctx, e, i));
   return run(ctx, async (tx: Tx) => {
@@ -203,7 +211,32 @@ async function transaction(ctx: TenantContext, bundle: Bundle, prefer?: string):
     // 3. process in the order the spec requires; answer in request order.
     const responses = new Array<BundleEntry>(entries.length);
     const ordered = [...entries].sort((a, b) => ORDER[a.method] - ORDER[b.method] || a.index - b.index);
+    // Plain creates (POST with a promised id) are validated one by one, then written together in
+    // one statement when the first of them comes up.
+    const plainCreates = ordered.filter((p) => p.method === 'POST' && p.segments.length === 1 && assigned.has(p.index) && !preset.has(p.index));
+    const plainSet = new Set(plainCreates);
+    let createsDone = false;
     for (const p of ordered) {
+      if (plainSet.has(p)) {
+        if (createsDone) continue;
+        createsDone = true;
+        const items = plainCreates.map((c) => {
+          try {
+            const type = c.segments[0];
+            knownType(type);
+            const body = c.entry.resource ? rewriteResource(c.entry.resource, map) : undefined;
+            return { resource: bodyResource({ ...toRequest(c, body, prefer) }, type), id: assigned.get(c.index)! };
+          } catch (e) {
+            throw withEntry(e, c);
+          }
+        });
+        const results = await store.createMany(tx, items, { baseUrl: ctx.baseUrl });
+        plainCreates.forEach((c, i) => {
+          const res = writeResponse(toRequest(c, undefined, prefer), ctx, results[i], 201, `Created ${results[i].type}/${results[i].id}`);
+          responses[c.index] = entryResponse(ctx, res, prefer);
+        });
+        continue;
+      }
       const pre = preset.get(p.index);
       let res: FhirResponse;
       try {
@@ -220,11 +253,7 @@ async function transaction(ctx: TenantContext, bundle: Bundle, prefer?: string):
           res = await handle(target ? { ...tctx, settings: { ...tctx.settings, requireIfMatch: false } } : tctx, req);
         }
       } catch (e) {
-        if (e instanceof FhirError) {
-          const prefix = `Bundle.entry[${p.index}] (${p.method} ${p.entry.request!.url}): `;
-          throw new FhirError(e.status, e.issues.map((i) => ({ ...i, diagnostics: prefix + (i.diagnostics ?? '') })), e.headers);
-        }
-        throw e;
+        throw withEntry(e, p);
       }
       responses[p.index] = entryResponse(ctx, res, prefer);
     }

@@ -24,7 +24,7 @@ export function run<T>(ctx: TenantContext, fn: (tx: Tx) => Promise<T>): Promise<
   return ctx.tx ? fn(ctx.tx) : inTenant(ctx.db, ctx.tenant, fn);
 }
 
-function knownType(type: string) {
+export function knownType(type: string) {
   const def = registry.get(type);
   if (!def) throw notFound(`Resource type "${type}" is not known to this server`);
   return def;
@@ -49,7 +49,7 @@ function returnPreference(req: FhirRequest): ReturnPref {
   return (m?.[1] as ReturnPref) ?? 'representation';
 }
 
-function writeResponse(req: FhirRequest, ctx: TenantContext, w: WriteResult, status: number, message: string): FhirResponse {
+export function writeResponse(req: FhirRequest, ctx: TenantContext, w: WriteResult, status: number, message: string): FhirResponse {
   const headers = versionHeaders(w.type, w.id, w.version, w.lastUpdated, ctx);
   if (status === 201) headers.Location = `${ctx.baseUrl}/${w.type}/${w.id}/_history/${w.version}`;
   const pref = returnPreference(req);
@@ -83,7 +83,7 @@ function parseEtagSafe(t: string): number | undefined {
 
 export const get = (q: QueryInput, k: string) => q.find(([key]) => key === k)?.[1];
 
-function bodyResource(req: FhirRequest, type: string): Resource {
+export function bodyResource(req: FhirRequest, type: string): Resource {
   if (req.body === undefined) throw badRequest(`A ${type} resource is required in the request body`);
   return assertValid(req.body, type);
 }

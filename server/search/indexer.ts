@@ -460,6 +460,26 @@ export function indexCtes(tenant: string, type: string, id: string, rows: IndexR
   return { ctes, bindings };
 }
 
+/** CTEs inserting index rows of many resources at once (rows carry their own res_type/res_id). */
+export function bulkInsertCtes(tenant: string, rowsByTable: Partial<Record<IndexTable, Array<Record<string, unknown>>>>): { ctes: string[]; bindings: any[] } {
+  const ctes: string[] = [];
+  const bindings: any[] = [];
+  for (const t of INDEX_TABLES) {
+    const list = rowsByTable[t];
+    if (!list?.length) continue;
+    const types = COLUMN_TYPES[t];
+    const cols = Object.keys(types);
+    const colDefs = ['res_type text', 'res_id text', 'param text', ...cols.map((c) => `${c} ${types[c]}`)].join(', ');
+    ctes.push(
+      `b_${t} AS (INSERT INTO ${t} (tenant_id, res_type, res_id, param, ${cols.join(', ')})
+        SELECT ?, x.res_type, x.res_id, x.param, ${cols.map((c) => `x.${c}`).join(', ')}
+        FROM jsonb_to_recordset(?::jsonb) AS x(${colDefs}))`,
+    );
+    bindings.push(tenant, JSON.stringify(list));
+  }
+  return { ctes, bindings };
+}
+
 /** Replaces the index rows of one resource inside the caller's transaction (reindexing). */
 export async function writeIndexRows(tx: Tx, type: string, id: string, rows: IndexRows | null, replace: boolean): Promise<void> {
   const { ctes, bindings } = indexCtes(tx.tenant, type, id, rows, replace);

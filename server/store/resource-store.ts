@@ -8,7 +8,7 @@ import type { Knex } from 'knex';
 import { singleStatement } from '../db/single-statement';
 import type { Tx } from '../db/tenant-tx';
 import { FhirError, gone, notFound, preconditionFailed } from '../fhir/errors';
-import { extractIndexRows, indexCtes } from '../search/indexer';
+import { bulkInsertCtes, extractIndexRows, IndexTable, indexCtes } from '../search/indexer';
 
 export interface StoredVersion {
   type: string;
@@ -168,6 +168,45 @@ export class ResourceStore {
       JSON.stringify(index),
     ]);
     return result(stored, 1, at, true);
+  }
+
+  /**
+   * Many creates in one statement (the plain POST entries of a transaction Bundle): the current
+   * rows, history rows and index rows of all of them, in the caller's transaction.
+   */
+  async createMany(tx: Tx, items: Array<{ resource: Resource; id: string }>, opts: WriteOptions = {}): Promise<WriteResult[]> {
+    if (!items.length) return [];
+    const at = nextTimestamp();
+    const stored = items.map((i) => stamp(i.resource, i.id, 1, at));
+    const rowsByTable: Partial<Record<IndexTable, Array<Record<string, unknown>>>> = {};
+    for (const r of stored) {
+      const rows = extractIndexRows(r, { baseUrl: opts.baseUrl });
+      for (const [table, list] of Object.entries(rows) as Array<[IndexTable, Array<Record<string, unknown>>]>) {
+        const out = (rowsByTable[table] ??= []);
+        for (const row of list) out.push({ ...row, res_type: r.resourceType, res_id: r.id });
+      }
+    }
+    const idx = bulkInsertCtes(tx.tenant, rowsByTable);
+    await tx.raw(
+      `WITH src AS (SELECT * FROM unnest(?::text[], ?::text[], ?::text[]) AS s(t, id, c)),
+       cur AS (INSERT INTO resources (tenant_id, res_type, id, version, last_updated, deleted, content)
+               SELECT ?, t, id, 1, ?, false, c::json FROM src),
+       hist AS (INSERT INTO resource_history (tenant_id, res_type, id, version, last_updated, deleted, method, content)
+                SELECT ?, t, id, 1, ?, false, 'POST', c::json FROM src)
+       ${idx.ctes.map((c) => ', ' + c).join('\n')}
+       SELECT 1`,
+      [
+        stored.map((r) => r.resourceType),
+        stored.map((r) => r.id),
+        stored.map((r) => JSON.stringify(r)),
+        tx.tenant,
+        at,
+        tx.tenant,
+        at,
+        ...idx.bindings,
+      ],
+    );
+    return stored.map((r) => result(r, 1, at, true));
   }
 
   /** Update, or update-as-create when the id is new (or revives a deleted resource). */
