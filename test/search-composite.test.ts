@@ -319,3 +319,27 @@ describe('token :in / :not-in with local value sets', () => {
     expect(r.body.issue[0].diagnostics).toMatch(/not known/);
   });
 });
+
+test('escaping inside composite values: \\$ and \\| are literal, \\, does not split', async () => {
+  const s2 = await startTestServer();
+  try {
+    const code = 'a$b|c,d';
+    const r = await s2.http.post(`${s2.base}/Observation`).set('Content-Type', 'application/fhir+json').send({
+      resourceType: 'Observation',
+      status: 'final',
+      code: { coding: [{ system: 'urn:esc', code }] },
+      valueString: 'x$y',
+    });
+    expect(r.status).toBe(201);
+    const q = await s2.http.get(`${s2.base}/Observation`).query({ 'code-value-string': 'urn:esc|a\\$b\\|c\\,d$x\\$y' });
+    expect(q.status).toBe(200);
+    expect(q.body.total).toBe(1);
+    // unescaped, the same characters split differently and match nothing
+    const miss = await s2.http.get(`${s2.base}/Observation`).query({ 'code-value-string': 'urn:esc|a$b|c,d$x$y' });
+    expect(miss.status).toBe(400); // four $-separated values for a two-component parameter
+    const other = await s2.http.get(`${s2.base}/Observation`).query({ 'code-value-string': 'urn:esc|a$b' });
+    expect(other.body.total).toBe(0);
+  } finally {
+    await s2.close();
+  }
+});

@@ -33,7 +33,8 @@ interface CompiledParam {
   parts: CompiledPart[];
 }
 
-const TABLE_OF: Record<string, IndexTable> = {
+/** The index table of each search parameter type. */
+export const TABLE_OF: Record<string, IndexTable> = {
   string: 'idx_string',
   token: 'idx_token',
   date: 'idx_date',

@@ -33,16 +33,22 @@ export function queryPairs(...sources: Array<Record<string, unknown> | undefined
   return out;
 }
 
-/** Splits on unescaped commas; `\,` becomes `,`, the other escapes stay for later splitting. */
-export function splitOrRaw(value: string): string[] {
+const ESCAPABLE = '\\|$,';
+
+/**
+ * Splits on an unescaped separator. `\<sep>` is always the literal separator; the other escapes
+ * (`\,` `\$` `\|` `\\`) become their character when `unescape` is set, and are kept for a later
+ * split otherwise.
+ */
+function splitOn(value: string, sep: string, unescape: boolean): string[] {
   const out: string[] = [];
   let cur = '';
   for (let i = 0; i < value.length; i++) {
     const c = value[i];
-    if (c === '\\' && i + 1 < value.length) {
+    if (c === '\\' && i + 1 < value.length && ESCAPABLE.includes(value[i + 1])) {
       const n = value[++i];
-      cur += n === ',' ? ',' : c + n;
-    } else if (c === ',') {
+      cur += n === sep || unescape ? n : c + n;
+    } else if (c === sep) {
       out.push(cur);
       cur = '';
     } else cur += c;
@@ -50,6 +56,15 @@ export function splitOrRaw(value: string): string[] {
   out.push(cur);
   return out;
 }
+
+/** Splits on unescaped commas; `\,` becomes `,`, the other escapes stay for later splitting. */
+export const splitOrRaw = (value: string): string[] => splitOn(value, ',', false);
+
+/** Splits a raw value on unescaped `$` (composite components), keeping the other escapes. */
+export const splitDollarRaw = (value: string): string[] => splitOn(value, '$', false);
+
+/** Splits a raw value (see Clause.rawValues) on unescaped `|`, unescaping the parts. */
+export const splitPipe = (value: string): string[] => splitOn(value, '|', true);
 
 /** A value's escapes (`\,` `\$` `\|` `\\`) as the literal characters. */
 export function unescapeValue(value: string): string {
@@ -58,23 +73,6 @@ export function unescapeValue(value: string): string {
 
 export function splitOr(value: string): string[] {
   return splitOrRaw(value).map(unescapeValue);
-}
-
-/** Splits a raw value (see Clause.rawValues) on unescaped `|`, unescaping the parts. */
-export function splitPipe(value: string): string[] {
-  const out: string[] = [];
-  let cur = '';
-  for (let i = 0; i < value.length; i++) {
-    const c = value[i];
-    if (c === '\\' && '\\|$,'.includes(value[i + 1] ?? 'x')) {
-      cur += value[++i];
-    } else if (c === '|') {
-      out.push(cur);
-      cur = '';
-    } else cur += c;
-  }
-  out.push(cur);
-  return out;
 }
 
 export function parseClause(key: string, value: string): Clause {

@@ -5,8 +5,9 @@
 import { registry, SearchParamDef } from '../../resources';
 import { badRequest } from '../fhir/errors';
 import { parseFhirDate } from './fhir-date';
+import { TABLE_OF } from './indexer';
 import { normalizeString } from './normalize';
-import { Clause, Prefix, splitPipe, splitPrefix } from './params';
+import { Clause, Prefix, splitDollarRaw, splitPipe, splitPrefix, unescapeValue } from './params';
 import { compositeComponents } from './composite';
 import type { ValueSetResolver } from './valuesets';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -287,15 +288,6 @@ function referenceClause(def: SearchParamDef, clause: Clause, baseUrl: string): 
   return exists('idx_reference', def.code, f.sql, f.bindings);
 }
 
-const TABLE_OF: Record<string, string> = {
-  string: 'idx_string',
-  token: 'idx_token',
-  date: 'idx_date',
-  number: 'idx_number',
-  quantity: 'idx_quantity',
-  reference: 'idx_reference',
-  uri: 'idx_uri',
-};
 
 const MODIFIERS: Record<string, string[]> = {
   string: ['exact', 'contains', 'missing'],
@@ -350,30 +342,15 @@ export function clauseSql(def: SearchParamDef, clause: Clause, baseUrl: string, 
 
 // ---- composite parameters (idx_composite, one row per combination of one item's values) ------
 
-/** Splits a composite value on unescaped `$` (a backslash before `$` makes it literal). */
-function splitDollar(value: string): string[] {
-  const out: string[] = [];
-  let cur = '';
-  for (let i = 0; i < value.length; i++) {
-    const c = value[i];
-    if (c === '\\' && value[i + 1] === '$') {
-      cur += '$';
-      i++;
-    } else if (c === '$') {
-      out.push(cur);
-      cur = '';
-    } else cur += c;
-  }
-  out.push(cur);
-  return out;
-}
-
 /** Condition on slot `col` (e.g. `i.c1_`) for one component value, in that component's own syntax. */
-function componentCondition(type: SearchParamDef['type'], name: string, v: string, col: string, baseUrl: string): SqlFragment {
+/** `raw` keeps its escapes: token and quantity split it on `|`, the other types unescape it. */
+function componentCondition(type: SearchParamDef['type'], name: string, raw: string, col: string, baseUrl: string): SqlFragment {
+  const v = type === 'token' || type === 'quantity' ? raw : unescapeValue(raw);
   switch (type) {
     case 'token': {
-      if (!v.includes('|')) return { sql: `${col}code = ?`, bindings: [v] };
-      const [system, code] = splitPipe(v);
+      const parts = splitPipe(v);
+      if (parts.length === 1) return { sql: `${col}code = ?`, bindings: [parts[0]] };
+      const [system, code] = parts;
       if (system === '') return { sql: `${col}system IS NULL AND ${col}code = ?`, bindings: [code] };
       if (code === '' || code === undefined) return { sql: `${col}system = ?`, bindings: [system] };
       return { sql: `${col}system = ? AND ${col}code = ?`, bindings: [system, code] };
@@ -432,8 +409,8 @@ function componentCondition(type: SearchParamDef['type'], name: string, v: strin
 function compositeClause(def: SearchParamDef, clause: Clause, baseUrl: string): SqlFragment {
   const comps = compositeComponents(def)!;
   const syntax = comps.map((c) => `[${c.def.code}]`).join('$');
-  const parts = clause.values.map((v): SqlFragment => {
-    const values = splitDollar(v);
+  const parts = clause.rawValues.map((v): SqlFragment => {
+    const values = splitDollarRaw(v);
     if (values.length !== comps.length || values.some((x) => x === '')) {
       throw badRequest(`"${clause.name}" takes ${comps.length} values separated by $ (${syntax}), not "${v}"`, [clause.raw]);
     }
