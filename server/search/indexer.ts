@@ -11,6 +11,7 @@ import type { Tx } from '../db/tenant-tx';
 import { compositeComponents, MAX_COMPONENTS } from './composite';
 import { MAX_DATE, MIN_DATE, parseFhirDate } from './fhir-date';
 import { normalizeString } from './normalize';
+import { compilePath } from './path-extract';
 
 export const INDEX_TABLES = [
   'idx_string', 'idx_token', 'idx_date', 'idx_number', 'idx_quantity', 'idx_reference', 'idx_uri', 'idx_composite',
@@ -78,6 +79,8 @@ function compilePart(expr: string): CompiledPart | undefined {
     targetFilter = t;
     return '';
   });
+  const direct = compilePath(src);
+  if (direct) return { fn: direct, targetFilter };
   try {
     const fn = fhirpath.compile(src, r4Model) as unknown as (r: unknown) => unknown[];
     // `(X as T)` throws when X has several items (e.g. Observation.component.value of a blood
