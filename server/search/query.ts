@@ -207,13 +207,26 @@ function tokenClause(def: SearchParamDef, clause: Clause, ctx: ClauseContext): S
   return mod === 'not' || mod === 'not-in' ? { sql: `NOT ${e.sql}`, bindings: e.bindings } : e;
 }
 
+/**
+ * Starts-with as a range the text_pattern_ops index can serve. LIKE is not leakproof, so under
+ * row-level security PostgreSQL keeps it as a filter; the leakproof pattern operators ~>=~ / ~<~
+ * become index conditions. LIKE stays as the exact check.
+ */
+function prefixCondition(col: string, prefix: string): SqlFragment {
+  const like = { sql: `${col} LIKE ?`, bindings: [likeEscape(prefix) + '%'] };
+  const last = prefix.charCodeAt(prefix.length - 1);
+  if (last >= 0xd800 && last <= 0xdfff) return like; // surrogate pair: no simple successor
+  const upper = prefix.slice(0, -1) + String.fromCharCode(last + 1);
+  return { sql: `${col} ~>=~ ? AND ${col} ~<~ ? AND ${like.sql}`, bindings: [prefix, upper, ...like.bindings] };
+}
+
 function stringClause(def: SearchParamDef, clause: Clause): SqlFragment {
   const parts = clause.values.map((v): SqlFragment => {
     if (clause.modifier === 'exact') return { sql: `i.exact = ?`, bindings: [v] };
     const n = likeEscape(normalizeString(v));
     if (!n) return { sql: 'false', bindings: [] }; // only punctuation: nothing to compare
     if (clause.modifier === 'contains') return { sql: `i.value LIKE ?`, bindings: ['%' + n + '%'] };
-    return { sql: `i.value LIKE ?`, bindings: [n + '%'] };
+    return prefixCondition('i.value', normalizeString(v));
   });
   const f = orJoin(parts);
   return exists('idx_string', def.code, f.sql, f.bindings);

@@ -113,7 +113,8 @@ export async function resolveConditions(tx: Tx, type: string, params: QueryInput
 export async function search(tx: Tx, req: SearchRequest): Promise<SearchResult> {
   const get = (k: string) => req.params.find(([key]) => key === k)?.[1];
   const count = parseCount(get('_count'), req.defaultCount, req.maxCount);
-  const totalMode = get('_total') ?? 'accurate';
+  const totalAsked = get('_total');
+  const totalMode = totalAsked ?? 'accurate';
   if (!['none', 'estimate', 'accurate'].includes(totalMode)) throw badRequest(`_total must be none, estimate or accurate`, ['_total']);
   const summary = get('_summary');
   const sortRaw = get('_sort');
@@ -143,7 +144,7 @@ export async function search(tx: Tx, req: SearchRequest): Promise<SearchResult> 
     const plan = await tx.raw(`EXPLAIN (FORMAT JSON) SELECT 1 FROM resources r WHERE ${where.join(' AND ')}`, bindings);
     const p = plan.rows[0]['QUERY PLAN'];
     total = Math.round((typeof p === 'string' ? JSON.parse(p) : p)[0].Plan['Plan Rows']);
-  } else if (totalMode !== 'none' || onlyCount) {
+  } else if (onlyCount || (totalMode === 'accurate' && (totalAsked !== undefined || cursorRaw))) {
     const cnt = await tx.raw(`SELECT count(*)::int AS n FROM resources r WHERE ${where.join(' AND ')}`, bindings);
     total = Number(cnt.rows[0].n);
   }
@@ -173,6 +174,15 @@ export async function search(tx: Tx, req: SearchRequest): Promise<SearchResult> 
   if (list.length > count) {
     const last = list[count - 1];
     nextCursor = encodeCursor({ k: sortKeys.map((_, i) => last[`k${i}`] ?? null), i: last.id });
+  }
+  if (totalMode === 'accurate' && total === undefined) {
+    // No _total asked on a first page: a page that holds every match is its own count; only a
+    // longer result costs a count query.
+    if (list.length <= count) total = matches.length;
+    else {
+      const cnt = await tx.raw(`SELECT count(*)::int AS n FROM resources r WHERE ${where.join(' AND ')}`, bindings);
+      total = Number(cnt.rows[0].n);
+    }
   }
   const included = await resolveIncludes(tx, includeSpecs, matches, warnings);
   return { matches, included, total, applied, nextCursor, warnings, count };
