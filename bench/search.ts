@@ -54,7 +54,7 @@ import {
 const TENANT = 'bench';
 const S = {
   databaseUrl: process.env.BENCH_DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/fhir_bench_search',
-  fixtures: process.env.BENCH_SEARCH_FIXTURES || '/work/shared/fixtures/synthea/smart-on-fhir-2019',
+  fixtures: process.env.BENCH_SEARCH_FIXTURES || path.resolve(ROOT, '../shared/fixtures/synthea/smart-on-fhir-2019'),
   patients: Math.max(1, intEnv('BENCH_SEARCH_PATIENTS', 100_000)),
   appointments: intEnv('BENCH_SEARCH_APPOINTMENTS', 5000),
   loadConcurrency: Math.max(1, intEnv('BENCH_LOAD_CONCURRENCY', 4)),
