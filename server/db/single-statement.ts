@@ -11,14 +11,14 @@ interface PgConn {
 }
 
 interface PoolClient {
-  setsTenantOnBegin?: boolean;
+  drivesRawPg?: boolean;
   acquireConnection(): Promise<PgConn>;
   releaseConnection(c: PgConn): Promise<void>;
 }
 
 export async function singleStatement(db: Knex, name: string, sql: string, values: unknown[]): Promise<QueryResult> {
   const client = db.client as unknown as PoolClient;
-  if (!client.setsTenantOnBegin) {
+  if (!client.drivesRawPg) {
     return (await db.raw(sql.replace(/\$\d+/g, '?'), values as Knex.RawBinding[])) as unknown as QueryResult;
   }
   const conn = await client.acquireConnection();

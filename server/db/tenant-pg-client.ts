@@ -10,5 +10,5 @@ export const TENANT_SLUG = /^[a-z0-9][a-z0-9-]{0,62}$/;
 
 export class TenantPgClient extends PgClient {
   /** This client's pool hands out raw pg connections that tenant-tx.ts drives itself. */
-  readonly setsTenantOnBegin = true;
+  readonly drivesRawPg = true;
 }

@@ -29,7 +29,7 @@ interface PgConn {
 }
 
 interface PgPoolClient {
-  setsTenantOnBegin?: boolean;
+  drivesRawPg?: boolean;
   acquireConnection(): Promise<PgConn>;
   releaseConnection(c: PgConn): Promise<void>;
 }
@@ -98,7 +98,7 @@ function knexTx(trx: Knex.Transaction, tenant: string): Tx {
 
 export async function inTenant<T>(db: Knex, tenant: string, fn: (tx: Tx) => Promise<T>): Promise<T> {
   const client = db.client as unknown as PgPoolClient;
-  if (client.setsTenantOnBegin) return pgTransaction(client, tenant, fn);
+  if (client.drivesRawPg) return pgTransaction(client, tenant, fn);
   return db.transaction(async (trx) => {
     await trx.raw(`select set_config('app.tenant', ?, true)`, [tenant]);
     return fn(knexTx(trx, tenant));

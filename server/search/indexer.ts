@@ -505,19 +505,14 @@ export function bulkIndexSql(tenant: string, entries: Array<{ type: string; id: 
     ctes.push(`d_${t} AS (DELETE FROM ${t} WHERE tenant_id = ? AND (res_type, res_id) IN (SELECT * FROM unnest(?::text[], ?::text[])))`);
     bindings.push(tenant, types, ids);
   }
+  const rowsByTable: Partial<Record<IndexTable, Array<Record<string, unknown>>>> = {};
   for (const t of INDEX_TABLES) {
     const list = entries.flatMap((e) => (e.rows?.[t] ?? []).map((r) => ({ res_type: e.type, res_id: e.id, ...r })));
-    if (!list.length) continue;
-    const colTypes = COLUMN_TYPES[t];
-    const cols = Object.keys(colTypes);
-    const colDefs = ['res_type text', 'res_id text', 'param text', ...cols.map((c) => `${c} ${colTypes[c]}`)].join(', ');
-    ctes.push(
-      `i_${t} AS (INSERT INTO ${t} (tenant_id, res_type, res_id, param, ${cols.join(', ')})
-        SELECT ?, x.res_type, x.res_id, x.param, ${cols.map((c) => `x.${c}`).join(', ')}
-        FROM jsonb_to_recordset(?::jsonb) AS x(${colDefs}))`,
-    );
-    bindings.push(tenant, JSON.stringify(list));
+    if (list.length) rowsByTable[t] = list;
   }
+  const inserts = bulkInsertCtes(tenant, rowsByTable);
+  ctes.push(...inserts.ctes);
+  bindings.push(...inserts.bindings);
   return { sql: `WITH ${ctes.join(',\n')} SELECT 1`, bindings };
 }
 
