@@ -52,6 +52,9 @@ export interface RegistryType {
 
 export interface Registry {
   fhirVersion: string;
+  /** CompartmentDefinition-patient: for each resource type, the search parameters that put a
+   * resource into a patient's compartment (types without an entry are outside it). */
+  compartments: { Patient: Record<string, string[]> };
   types: Record<string, RegistryType>;
 }
 
@@ -178,7 +181,15 @@ function main(): void {
   }
 
   const fhirVersion = pkg.fhirVersions?.[0] ?? sds[0]?.fhirVersion ?? '4.0.1';
-  const registry: Registry = { fhirVersion, types: {} };
+  const registry: Registry = { fhirVersion, compartments: { Patient: {} }, types: {} };
+
+  // --- the Patient compartment (who may see what under patient/ scopes) ----------------------
+  const compartment = readJson<{ resource?: Array<{ code: string; param?: string[] }> }>(
+    path.join(pkgDir, 'CompartmentDefinition-patient.json'),
+  );
+  for (const r of compartment.resource ?? []) {
+    if (r.param?.length) registry.compartments.Patient[r.code] = [...r.param];
+  }
 
   for (const sd of sds) {
     const type = sd.type;
@@ -269,7 +280,10 @@ function main(): void {
 /** Compact but diff-friendly: one element / search parameter per line. */
 function serialize(reg: Registry): string {
   const j = JSON.stringify;
-  const lines: string[] = ['{', `  "fhirVersion": ${j(reg.fhirVersion)},`, '  "types": {'];
+  const lines: string[] = ['{', `  "fhirVersion": ${j(reg.fhirVersion)},`, '  "compartments": {', '    "Patient": {'];
+  const members = Object.keys(reg.compartments.Patient).sort();
+  members.forEach((t, i) => lines.push(`      ${j(t)}: ${j(reg.compartments.Patient[t])}${i < members.length - 1 ? ',' : ''}`));
+  lines.push('    }', '  },', '  "types": {');
   const names = Object.keys(reg.types);
   names.forEach((name, ti) => {
     const t = reg.types[name];

@@ -63,6 +63,9 @@ export interface ResourceTypeDef {
   /** Top-level elements with min >= 1 (kept by _elements and _summary=text). */
   mandatory: string[];
   interactions: Interaction[];
+  /** Search parameters that place a resource of this type in a patient's compartment
+   * (CompartmentDefinition-patient); undefined when the type is outside the compartment. */
+  patientCompartment?: string[];
   module?: ResourceModule;
 }
 
@@ -86,6 +89,7 @@ function buildRegistry(): Map<string, ResourceTypeDef> {
   const modules = new Map(MODULES.map((m) => [m.type as string, m]));
   const types = new Map<string, ResourceTypeDef>();
   const raw = (r4 as unknown as { types: Record<string, RawType> }).types;
+  const compartment = (r4 as unknown as { compartments: { Patient: Record<string, string[]> } }).compartments.Patient;
   for (const [type, def] of Object.entries(raw)) {
     const module = modules.get(type);
     const forbidden = new Set(module?.forbid ?? []);
@@ -97,6 +101,7 @@ function buildRegistry(): Map<string, ResourceTypeDef> {
         .filter((e) => e.min >= 1 && e.path.indexOf('.') === type.length && e.path.lastIndexOf('.') === type.length)
         .map((e) => e.path.slice(type.length + 1)),
       interactions: ALL_INTERACTIONS.filter((i) => !forbidden.has(i as never)),
+      patientCompartment: type === 'Patient' ? ['_id', ...(compartment.Patient ?? [])] : compartment[type],
       module,
     });
   }

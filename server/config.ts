@@ -22,6 +22,14 @@ export interface Config {
   maxCount: number;
   defaultCount: number;
   dbPoolMax: number;
+  /** Private JWK (JSON text) that signs access tokens; see server/auth/keys.ts. */
+  signingKey?: string;
+  /** File holding that key when signingKey is not set (default DATA_DIR/secrets/signing-key.json). */
+  signingKeyFile?: string;
+  /** Lifetime of access tokens issued by this server, seconds. */
+  accessTokenTtlSeconds: number;
+  /** Extra origins (comma-separated CORS_ORIGINS) allowed to call the API from a browser. */
+  corsOrigins: string[];
 }
 
 function parseBytes(v: string): number {
@@ -54,5 +62,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     maxCount: Number(env.MAX_COUNT ?? 1000),
     defaultCount: Number(env.DEFAULT_COUNT ?? 50),
     dbPoolMax: Number(env.DB_POOL_MAX ?? 10),
+    signingKey: env.SIGNING_KEY || undefined,
+    signingKeyFile: env.SIGNING_KEY_FILE || undefined,
+    accessTokenTtlSeconds: Number(env.ACCESS_TOKEN_TTL_SECONDS ?? 3600),
+    corsOrigins: (env.CORS_ORIGINS ?? '').split(',').map((o) => o.trim().replace(/\/+$/, '')).filter(Boolean),
   };
 }

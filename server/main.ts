@@ -10,6 +10,7 @@ import { createApp } from './http/app';
 import { ensureTenant } from './http/tenants';
 import { logger } from './log';
 import { loadDemoData } from './demo/load-demo';
+import { ensureSigningKey, signingKeyFile } from './auth/keys';
 
 const HELP = `Usage: npm start [-- --help]
 
@@ -30,6 +31,14 @@ Environment:
   IDEMPOTENCY_TTL_SECONDS  how long Idempotency-Key answers are kept (default 86400)
   DEMO                 create the demo tenant with demo data (default true; DEMO=false to skip)
   LOG_LEVEL            pino level (default info)
+  SIGNING_KEY          private EC P-256 JWK (JSON) that signs access tokens; unset = the file
+                       SIGNING_KEY_FILE (default DATA_DIR/secrets/signing-key.json), created
+                       on first start. Keep it secret: whoever has it can mint tokens.
+  ACCESS_TOKEN_TTL_SECONDS  lifetime of issued access tokens (default 3600)
+  CORS_ORIGINS         extra browser origins allowed to call the API (comma-separated)
+
+Every FHIR request needs an access token (Authorization: Bearer ...), except /metadata and
+/.well-known/*. For scripts on the server's machine: npm run -s token -- --help
 
 Endpoints:
   /fhir/{tenant}       FHIR R4 base (e.g. /fhir/demo/metadata)
@@ -45,6 +54,7 @@ async function main(): Promise<void> {
   const config = loadConfig();
   const workers = config.databaseUrl ? config.webConcurrency : 1;
   if (cluster.isPrimary) {
+    if (ensureSigningKey(config)) logger.info({ file: signingKeyFile(config) }, 'created a new token signing key');
     const db = await openDatabase(config, { migrate: true });
     if (config.demo) {
       await ensureTenant(db.owner, 'demo', 'Demo practice');
@@ -122,6 +132,15 @@ async function redisProbe(url: string): Promise<() => Promise<void>> {
     });
 }
 
+/** The command that prints a token for this server (same PORT / DATA_DIR as it was started with). */
+function tokenCommand(config: ReturnType<typeof loadConfig>): string {
+  const env: string[] = [];
+  if (process.env.PORT) env.push(`PORT=${process.env.PORT}`);
+  if (process.env.PUBLIC_URL) env.push(`PUBLIC_URL=${process.env.PUBLIC_URL}`);
+  if (process.env.DATA_DIR) env.push(`DATA_DIR=${process.env.DATA_DIR}`);
+  return `${env.length ? env.join(' ') + ' ' : ''}npm run -s token -- --tenant demo --scope 'system/*.*'`;
+}
+
 function printBanner(config: ReturnType<typeof loadConfig>, workers: number, engine: string): void {
   const lines = [
     '',
@@ -129,6 +148,7 @@ function printBanner(config: ReturnType<typeof loadConfig>, workers: number, eng
     `  FHIR endpoint:  ${config.publicUrl}/fhir/demo`,
     `  Capability:     ${config.publicUrl}/fhir/demo/metadata`,
     `  Portal:         ${config.publicUrl}/`,
+    `  Access token:   ${tokenCommand(config)}`,
     `  Health:         ${config.publicUrl}/healthz   Metrics: ${config.publicUrl}/metrics`,
     '',
   ];

@@ -15,8 +15,9 @@ const family = `Kit${randomBytes(4).toString('hex')}`;
 beforeAll(async () => {
   s = await startTestServer();
   const script = path.join(__dirname, 'clients', 'fhir-kit-client.mjs');
+  const env = { ...process.env, FHIR_TOKEN: await s.token({ scope: 'system/*.cruds', clientId: 'fhir-kit-client' }) };
   const stdout = await new Promise<string>((resolve, reject) => {
-    execFile(process.execPath, [script, s.baseUrl, family], { cwd: path.resolve(__dirname, '..'), timeout: 30_000 }, (err, so, se) => {
+    execFile(process.execPath, [script, s.baseUrl, family], { cwd: path.resolve(__dirname, '..'), timeout: 30_000, env }, (err, so, se) => {
       // The script exits 1 with a JSON error report; keep it for the assertions' messages.
       if (err && !so) reject(new Error(`fhir-kit-client script failed: ${err.message}\n${se}`));
       else resolve(so);

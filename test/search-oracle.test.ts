@@ -38,7 +38,7 @@ const stored = new Map<string, Array<Record<string, any>>>();
 beforeAll(async () => {
   s = await startTestServer();
   const t0 = Date.now();
-  for (const folder of FOLDERS) await importPaths([path.join(ROOT, folder)], { baseUrl: s.baseUrl, concurrency: 4, quiet: true });
+  for (const folder of FOLDERS) await importPaths([path.join(ROOT, folder)], { baseUrl: s.baseUrl, token: await s.token(), concurrency: 4, quiet: true });
   // This cluster runs with autovacuum off: without statistics the planner picks quadratic
   // anti-joins for :missing / :not over thousands of fresh rows.
   await s.db.owner.raw('ANALYZE resources, idx_string, idx_token, idx_date, idx_number, idx_quantity, idx_reference, idx_uri');

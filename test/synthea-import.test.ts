@@ -123,7 +123,7 @@ describe('Synthea import', () => {
       };
       const t0 = Date.now();
       for (const dir of [BLAZE, SMART]) {
-        summaries.push(await importPaths([dir], { baseUrl: s.baseUrl, concurrency: 2, quiet: true, onResponse }));
+        summaries.push(await importPaths([dir], { baseUrl: s.baseUrl, token: await s.token(), concurrency: 2, quiet: true, onResponse }));
       }
       seconds = (Date.now() - t0) / 1000;
       const [blaze, smart] = summaries;
@@ -161,8 +161,9 @@ describe('Synthea import', () => {
       const stored = new Set<string>();
       const references: Array<[string, string]> = [];
       const failures: string[] = [];
+      const authorization = `Bearer ${await s.token()}`;
       await pool(locations, 8, async (loc) => {
-        const res = await fetch(`${s.baseUrl}/${loc}`, { headers: { Accept: 'application/fhir+json' } });
+        const res = await fetch(`${s.baseUrl}/${loc}`, { headers: { Accept: 'application/fhir+json', Authorization: authorization } });
         if (res.status !== 200) {
           failures.push(`${loc}: ${res.status}`);
           return;
@@ -192,7 +193,7 @@ describe('import CLI', () => {
 
   function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
     return new Promise((resolve, reject) => {
-      const child = spawn('npx', ['tsx', 'server/cli/import.ts', ...args], { cwd: REPO, env: { ...process.env, FORCE_COLOR: '0' } });
+      const child = spawn('npx', ['tsx', 'server/cli/import.ts', ...args], { cwd: REPO, env: { ...process.env, FORCE_COLOR: '0', SIGNING_KEY: s.config.signingKey } });
       let stdout = '';
       let stderr = '';
       child.stdout.on('data', (d) => (stdout += d));

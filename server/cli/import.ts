@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import cliProgress from 'cli-progress';
+import { localToken } from '../auth/local-token';
 
 const HELP = `Usage: npm run import -- [options] <file or folder>...
 
@@ -16,6 +17,8 @@ practitioner support bundles) are loaded first, one at a time, before any other 
 
 Options:
   --url <base>         FHIR base URL (default: $FHIR_BASE_URL or http://localhost:8080/fhir/demo)
+  --token <jwt>        access token (default: $FHIR_TOKEN, else a system/*.* token signed with
+                       this machine's server key: DATA_DIR/SIGNING_KEY as for the server)
   --concurrency <n>    bundles in flight at once (default 2)
   --quiet              no progress output, only the summary
   -h, --help           this text
@@ -35,6 +38,8 @@ Examples:
 
 export interface ImportOptions {
   baseUrl: string;
+  /** Bearer token sent with every Bundle. */
+  token?: string;
   /** Bundles in flight at once (default 2). */
   concurrency?: number;
   /** No progress output. */
@@ -147,12 +152,17 @@ function outcomeText(o: unknown): string {
 
 const typeOfLocation = (loc?: string) => (loc ? /(?:^|\/)([A-Z][A-Za-z]+)\/[^/]+(?:\/_history\/[^/]+)?$/.exec(loc)?.[1] : undefined);
 
-async function postBundle(file: string, baseUrl: string, text: string, bundle: RequestBundle): Promise<ResponseBundle> {
+async function postBundle(file: string, baseUrl: string, text: string, bundle: RequestBundle, token?: string): Promise<ResponseBundle> {
   let res: Response;
   try {
     res = await fetch(baseUrl, {
       method: 'POST',
-      headers: { 'Content-Type': 'application/fhir+json', Accept: 'application/fhir+json', Prefer: 'return=minimal' },
+      headers: {
+        'Content-Type': 'application/fhir+json',
+        Accept: 'application/fhir+json',
+        Prefer: 'return=minimal',
+        ...(token ? { Authorization: `Bearer ${token}` } : {}),
+      },
       body: text,
     });
   } catch (e) {
@@ -262,7 +272,7 @@ export async function importPaths(paths: string[], opts: ImportOptions): Promise
 
   const one = async (file: string) => {
     const { text, bundle } = readBundle(file);
-    const rb = await postBundle(file, baseUrl, text, bundle);
+    const rb = await postBundle(file, baseUrl, text, bundle, opts.token);
     (rb.entry ?? []).forEach((e, i) => {
       const req = bundle.entry![i];
       if (['GET', 'HEAD', 'DELETE'].includes((req.request?.method ?? '').toUpperCase())) return;
@@ -321,6 +331,7 @@ export function formatSummary(s: ImportSummary): string {
 interface CliArgs {
   help: boolean;
   url: string;
+  token?: string;
   concurrency: number;
   quiet: boolean;
   paths: string[];
@@ -330,6 +341,7 @@ function parseArgs(argv: string[]): CliArgs {
   const a: CliArgs = {
     help: false,
     url: process.env.FHIR_BASE_URL || 'http://localhost:8080/fhir/demo',
+    token: process.env.FHIR_TOKEN || undefined,
     concurrency: 2,
     quiet: false,
     paths: [],
@@ -346,6 +358,7 @@ function parseArgs(argv: string[]): CliArgs {
     if (arg === '-h' || arg === '--help') a.help = true;
     else if (arg === '--quiet' || arg === '-q') a.quiet = true;
     else if (arg === '--url' || arg.startsWith('--url=')) a.url = value('--url');
+    else if (arg === '--token' || arg.startsWith('--token=')) a.token = value('--token');
     else if (arg === '--concurrency' || arg.startsWith('--concurrency=')) {
       const v = value('--concurrency');
       const n = Number(v);
@@ -366,7 +379,8 @@ async function main(): Promise<void> {
     return;
   }
   if (!args.paths.length) throw new ImportError('No files or folders given (see --help)');
-  const s = await importPaths(args.paths, { baseUrl: args.url, concurrency: args.concurrency, quiet: args.quiet });
+  const token = args.token ?? (await localToken(args.url.replace(/\/+$/, '')));
+  const s = await importPaths(args.paths, { baseUrl: args.url, token, concurrency: args.concurrency, quiet: args.quiet });
   process.stdout.write(formatSummary(s));
 }
 

@@ -7,12 +7,13 @@ import { randomUUID } from 'node:crypto';
 import type { Bundle, BundleEntry, BundleEntryResponse, FhirResource as Resource } from 'fhir/r4';
 import { registry } from '../../resources';
 import type { Tx } from '../db/tenant-tx';
-import { badRequest, FhirError } from './errors';
+import { AccessDenied, badRequest, FhirError } from './errors';
 import { store } from '../store/resource-store';
 import { bodyResource, conditionalMatches, handle, knownType, run, setBundleHandler, writeResponse } from './interactions';
 import type { FhirRequest, FhirResponse, TenantContext } from './types';
 import { errorToResponse } from './error-response';
 import { rewriteResource } from './reference-rewrite';
+import { assertInteraction, assertWritable, permit } from './authorize';
 
 const ORDER: Record<string, number> = { DELETE: 0, POST: 1, PUT: 2, PATCH: 2, GET: 3, HEAD: 3 };
 const STATUS_TEXT: Record<number, string> = {
@@ -115,7 +116,8 @@ function collectReferences(value: Json, out: Set<string>): void {
 function withEntry(e: unknown, p: ParsedEntry): unknown {
   if (!(e instanceof FhirError)) return e;
   const prefix = `Bundle.entry[${p.index}] (${p.method} ${p.entry.request!.url}): `;
-  return new FhirError(e.status, e.issues.map((i) => ({ ...i, diagnostics: prefix + (i.diagnostics ?? '') })), e.headers);
+  const Kind = e instanceof AccessDenied ? AccessDenied : FhirError;
+  return new Kind(e.status, e.issues.map((i) => ({ ...i, diagnostics: prefix + (i.diagnostics ?? '') })), e.headers);
 }
 
 async function transaction(ctx: TenantContext, bundle: Bundle, prefer?: string): Promise<FhirResponse> {
@@ -197,7 +199,7 @@ async function transaction(ctx: TenantContext, bundle: Bundle, prefer?: string):
       const m = /^([A-Z][A-Za-z]+)\?(.+)$/.exec(ref);
       if (!m) continue;
       if (!registry.has(m[1])) throw badRequest(`Conditional reference ${ref}: unknown type ${m[1]}`);
-      const ids = await conditionalMatches(tx, tctx, m[1], [...new URLSearchParams(m[2]).entries()], 2);
+      const ids = await conditionalMatches(tx, tctx, m[1], [...new URLSearchParams(m[2]).entries()], 2, permit(tctx, m[1], 's'));
       if (ids.length !== 1) {
         throw FhirError.of(
           ids.length ? 412 : 400,
@@ -224,6 +226,8 @@ async function transaction(ctx: TenantContext, bundle: Bundle, prefer?: string):
           try {
             const type = c.segments[0];
             knownType(type);
+            assertInteraction(type, 'create');
+            permit(tctx, type, 'c');
             const body = c.entry.resource ? rewriteResource(c.entry.resource, map) : undefined;
             return { resource: bodyResource({ ...toRequest(c, body, prefer) }, type), id: assigned.get(c.index)! };
           } catch (e) {
@@ -231,6 +235,13 @@ async function transaction(ctx: TenantContext, bundle: Bundle, prefer?: string):
           }
         });
         const results = await store.createMany(tx, items, { baseUrl: ctx.baseUrl });
+        for (const [i, r] of results.entries()) {
+          try {
+            await assertWritable(tx, tctx, r.type, r.id, permit(tctx, r.type, 'c'));
+          } catch (e) {
+            throw withEntry(e, plainCreates[i]);
+          }
+        }
         plainCreates.forEach((c, i) => {
           const res = writeResponse(toRequest(c, undefined, prefer), ctx, results[i], 201, `Created ${results[i].type}/${results[i].id}`);
           responses[c.index] = entryResponse(ctx, res, prefer);

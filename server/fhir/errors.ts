@@ -38,3 +38,17 @@ export const conflict = (msg: string) => FhirError.of(409, 'conflict', msg);
 export const preconditionFailed = (msg: string) => FhirError.of(412, 'conflict', msg);
 export const unprocessable = (msg: string, expr?: string[]) => FhirError.of(422, 'processing', msg, expr);
 export const notSupported = (status: number, msg: string) => FhirError.of(status, 'not-supported', msg);
+
+/**
+ * A request refused by authorization (403), or a resource hidden from it (reported as 404 so
+ * that its existence is not confirmed). Both leave a security AuditEvent.
+ */
+export class AccessDenied extends FhirError {
+  readonly security = true;
+  static forbidden(message: string): AccessDenied {
+    return new AccessDenied(403, [{ severity: 'error', code: 'forbidden', diagnostics: message }]);
+  }
+  static hidden(type: string, id: string): AccessDenied {
+    return new AccessDenied(404, [{ severity: 'error', code: 'not-found', diagnostics: `${type}/${id} is not known` }]);
+  }
+}

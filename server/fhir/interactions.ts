@@ -11,12 +11,14 @@ import { history } from '../store/history';
 import { store, StoredVersion, WriteResult } from '../store/resource-store';
 import { parseCount, resolveConditions, search } from '../search/search';
 import { QueryInput } from '../search/params';
-import { badRequest, FhirError, gone, info, notFound, notSupported, outcome, preconditionFailed } from './errors';
+import { AccessDenied, badRequest, FhirError, gone, info, notFound, notSupported, outcome, preconditionFailed } from './errors';
 import { etagOf, httpDate, parseEtag } from './etag';
 import type { FhirRequest, FhirResponse, TenantContext } from './types';
 import { assertValid, issuesOf, toOutcomeIssues } from './validate';
 import { capabilityJson } from '../../capability/capability-statement';
 import { parseElements, parseSummary, shape } from './shape';
+import { assertInteraction, assertVisible, assertWritable, Granted, permit, restricted, restrictionSql, visibleIds } from './authorize';
+import type { SqlFragment } from '../search/query';
 
 const ID_RE = /^[A-Za-z0-9\-.]{1,64}$/;
 
@@ -99,10 +101,19 @@ function ifMatchOf(req: FhirRequest, ctx: TenantContext, interaction: string): n
 }
 
 /** Resolves a conditional query (conditional create/update/patch/delete) to matching ids. */
-export async function conditionalMatches(tx: Tx, ctx: TenantContext, type: string, query: QueryInput, limit: number): Promise<string[]> {
+export async function conditionalMatches(
+  tx: Tx,
+  ctx: TenantContext,
+  type: string,
+  query: QueryInput,
+  limit: number,
+  decision?: Granted,
+): Promise<string[]> {
   const criteria = query.filter(([k]) => !k.startsWith('_') || k === '_id' || k === '_lastUpdated' || k === '_tag' || k === '_profile' || k === '_security');
   if (!criteria.length) throw badRequest('A conditional interaction needs at least one search criterion');
   const { conds } = await resolveConditions(tx, type, criteria, ctx.baseUrl, true);
+  const limitTo = await restrictionSql(tx, ctx, type, decision);
+  if (limitTo) conds.push(limitTo);
   const rows = await tx.raw(
     `SELECT r.id FROM resources r WHERE r.tenant_id = ? AND r.res_type = ? AND r.deleted = false
        ${conds.map((c) => `AND (${c.sql})`).join(' ')} LIMIT ?`,
@@ -116,7 +127,16 @@ export async function conditionalMatches(tx: Tx, ctx: TenantContext, type: strin
 async function read(ctx: TenantContext, req: FhirRequest, type: string, id: string): Promise<FhirResponse> {
   knownType(type);
   checkId(id);
-  const v = ctx.tx ? await store.read(ctx.tx, type, id) : await fastRead(ctx.db, ctx.tenant, type, id);
+  const d = permit(ctx, type, 'r');
+  const v = restricted(d)
+    ? await run(ctx, async (tx) => {
+        const found = await store.read(tx, type, id);
+        if (found) await assertVisible(tx, ctx, type, id, d);
+        return found;
+      })
+    : ctx.tx
+      ? await store.read(ctx.tx, type, id)
+      : await fastRead(ctx.db, ctx.tenant, type, id);
   if (!v) throw notFound(`${type}/${id} is not known`);
   if (v.deleted) {
     const e = gone(`${type}/${id} was deleted`);
@@ -130,7 +150,12 @@ async function vread(ctx: TenantContext, req: FhirRequest, type: string, id: str
   knownType(type);
   checkId(id);
   if (!/^\d+$/.test(vid)) throw notFound(`Version "${vid}" of ${type}/${id} is not known`);
-  const v = await run(ctx, (tx) => store.vread(tx, type, id, Number(vid)));
+  const d = permit(ctx, type, 'r');
+  const v = await run(ctx, async (tx) => {
+    const found = await store.vread(tx, type, id, Number(vid));
+    if (found) await assertVisible(tx, ctx, type, id, d);
+    return found;
+  });
   if (!v) throw notFound(`Version ${vid} of ${type}/${id} is not known`);
   if (v.deleted) throw gone(`Version ${vid} of ${type}/${id} is a deletion`);
   return readResponse(req, ctx, v);
@@ -138,8 +163,10 @@ async function vread(ctx: TenantContext, req: FhirRequest, type: string, id: str
 
 async function create(ctx: TenantContext, req: FhirRequest, type: string): Promise<FhirResponse> {
   knownType(type);
+  assertInteraction(type, 'create');
+  const d = permit(ctx, type, 'c');
   const resource = bodyResource(req, type);
-  if (!ctx.tx && !req.headers.ifNoneExist && !req.assignedId) {
+  if (!ctx.tx && !req.headers.ifNoneExist && !req.assignedId && !restricted(d)) {
     // The common case, a plain create: one statement, one round trip.
     const w = await store.createStandalone(ctx.db, ctx.tenant, resource, { baseUrl: ctx.baseUrl });
     return writeResponse(req, ctx, w, 201, `Created ${type}/${w.id}`);
@@ -147,7 +174,7 @@ async function create(ctx: TenantContext, req: FhirRequest, type: string): Promi
   return run(ctx, async (tx) => {
     if (req.headers.ifNoneExist) {
       const q = [...new URLSearchParams(req.headers.ifNoneExist.replace(/^[A-Za-z]+\?/, '')).entries()];
-      const ids = await conditionalMatches(tx, ctx, type, q, 2);
+      const ids = await conditionalMatches(tx, ctx, type, q, 2, d);
       if (ids.length > 1) throw FhirError.of(412, 'multiple-matches', `If-None-Exist matched ${ids.length} or more ${type} resources`);
       if (ids.length === 1) {
         const v = await store.readCurrent(tx, type, ids[0]);
@@ -156,6 +183,7 @@ async function create(ctx: TenantContext, req: FhirRequest, type: string): Promi
       }
     }
     const w = await store.create(tx, resource, { baseUrl: ctx.baseUrl, id: req.assignedId });
+    await assertWritable(tx, ctx, type, w.id, d);
     return writeResponse(req, ctx, w, 201, `Created ${type}/${w.id}`);
   });
 }
@@ -167,17 +195,38 @@ async function update(ctx: TenantContext, req: FhirRequest, type: string, id: st
   if (resource.id === undefined) throw badRequest(`The ${type} in the body needs "id": "${id}" to match the URL`, [`${type}.id`]);
   if (resource.id !== id) throw badRequest(`The body id "${resource.id}" does not match the URL id "${id}"`, [`${type}.id`]);
   const ifMatch = ifMatchOf(req, ctx, 'update');
+  assertInteraction(type, 'update');
+  const d = permit(ctx, type, 'u');
   return run(ctx, async (tx) => {
+    if (restricted(d) && (await store.read(tx, type, id))) await assertVisible(tx, ctx, type, id, d);
     const w = await store.update(tx, resource, id, { ifMatch, baseUrl: ctx.baseUrl });
+    await assertWritable(tx, ctx, type, id, d);
     return writeResponse(req, ctx, w, w.created ? 201 : 200, w.created ? `Created ${type}/${id}` : `Updated ${type}/${id}`);
   });
 }
 
 async function conditionalUpdate(ctx: TenantContext, req: FhirRequest, type: string): Promise<FhirResponse> {
   knownType(type);
+  assertInteraction(type, 'update');
+  const d = permit(ctx, type, 'u');
   const resource = bodyResource(req, type);
   return run(ctx, async (tx) => {
-    const ids = await conditionalMatches(tx, ctx, type, req.query, 2);
+    const out = await conditionalUpdateIn(tx, ctx, req, type, resource, d);
+    await assertWritable(tx, ctx, type, out.id, d);
+    return out.response;
+  });
+}
+
+async function conditionalUpdateIn(
+  tx: Tx,
+  ctx: TenantContext,
+  req: FhirRequest,
+  type: string,
+  resource: Resource,
+  d: Granted | undefined,
+): Promise<{ id: string; response: FhirResponse }> {
+  {
+    const ids = await conditionalMatches(tx, ctx, type, req.query, 2, d);
     if (ids.length > 1) throw FhirError.of(412, 'multiple-matches', `The conditional update matched more than one ${type}`);
     if (ids.length === 1) {
       if (resource.id && resource.id !== ids[0]) {
@@ -185,16 +234,17 @@ async function conditionalUpdate(ctx: TenantContext, req: FhirRequest, type: str
       }
       const ifMatch = req.headers.ifMatch ? parseEtag(req.headers.ifMatch) : undefined;
       const w = await store.update(tx, { ...resource, id: ids[0] } as Resource, ids[0], { ifMatch, baseUrl: ctx.baseUrl });
-      return writeResponse(req, ctx, w, 200, `Updated ${type}/${ids[0]}`);
+      return { id: w.id, response: writeResponse(req, ctx, w, 200, `Updated ${type}/${ids[0]}`) };
     }
     if (resource.id) {
       checkId(resource.id);
+      if (restricted(d) && (await store.read(tx, type, resource.id))) await assertVisible(tx, ctx, type, resource.id, d);
       const w = await store.update(tx, resource, resource.id, { baseUrl: ctx.baseUrl });
-      return writeResponse(req, ctx, w, w.created ? 201 : 200, `Created ${type}/${resource.id}`);
+      return { id: w.id, response: writeResponse(req, ctx, w, w.created ? 201 : 200, `Created ${type}/${resource.id}`) };
     }
     const w = await store.create(tx, resource, { baseUrl: ctx.baseUrl });
-    return writeResponse(req, ctx, w, 201, `Created ${type}/${w.id}`);
-  });
+    return { id: w.id, response: writeResponse(req, ctx, w, 201, `Created ${type}/${w.id}`) };
+  }
 }
 
 function patchOps(req: FhirRequest): Operation[] {
@@ -209,8 +259,9 @@ function patchOps(req: FhirRequest): Operation[] {
   return ops as Operation[];
 }
 
-async function patchOne(ctx: TenantContext, req: FhirRequest, tx: Tx, type: string, id: string, ops: Operation[]): Promise<FhirResponse> {
+async function patchOne(ctx: TenantContext, req: FhirRequest, tx: Tx, type: string, id: string, ops: Operation[], d: Granted | undefined): Promise<FhirResponse> {
   const ifMatch = ifMatchOf(req, ctx, 'patch');
+  if (restricted(d) && (await store.read(tx, type, id))) await assertVisible(tx, ctx, type, id, d);
   const current = await store.readCurrent(tx, type, id);
   if (ifMatch !== undefined && ifMatch !== current.version) {
     throw preconditionFailed(`Version conflict on ${type}/${id}: If-Match W/"${ifMatch}" but the current version is W/"${current.version}"`);
@@ -228,28 +279,33 @@ async function patchOne(ctx: TenantContext, req: FhirRequest, tx: Tx, type: stri
   }
   assertValid(patched, type);
   const w = await store.update(tx, patched, id, { ifMatch: current.version, baseUrl: ctx.baseUrl, method: 'PATCH' });
+  await assertWritable(tx, ctx, type, id, d);
   return writeResponse(req, ctx, w, 200, `Patched ${type}/${id}`);
 }
 
 async function patch(ctx: TenantContext, req: FhirRequest, type: string, id?: string): Promise<FhirResponse> {
   knownType(type);
   if (id) checkId(id);
+  assertInteraction(type, 'patch');
+  const d = permit(ctx, type, 'u');
   const ops = patchOps(req);
   return run(ctx, async (tx) => {
-    if (id) return patchOne(ctx, req, tx, type, id, ops);
-    const ids = await conditionalMatches(tx, ctx, type, req.query, 2);
+    if (id) return patchOne(ctx, req, tx, type, id, ops, d);
+    const ids = await conditionalMatches(tx, ctx, type, req.query, 2, d);
     if (ids.length === 0) throw notFound(`The conditional patch matched no ${type}`);
     if (ids.length > 1) throw FhirError.of(412, 'multiple-matches', `The conditional patch matched more than one ${type}`);
-    return patchOne(ctx, req, tx, type, ids[0], ops);
+    return patchOne(ctx, req, tx, type, ids[0], ops, d);
   });
 }
 
 async function remove(ctx: TenantContext, req: FhirRequest, type: string, id: string): Promise<FhirResponse> {
-  const def = knownType(type);
-  if (!def.interactions.includes('delete')) throw notSupported(405, `${type} resources cannot be deleted`);
+  knownType(type);
+  assertInteraction(type, 'delete');
   checkId(id);
+  const d = permit(ctx, type, 'd');
   const ifMatch = req.headers.ifMatch ? parseEtag(req.headers.ifMatch) : undefined;
   return run(ctx, async (tx): Promise<FhirResponse> => {
+    if (restricted(d) && (await store.read(tx, type, id))) await assertVisible(tx, ctx, type, id, d);
     const w = await store.delete(tx, type, id, { ifMatch });
     if (!w) return { status: 200, headers: {}, body: info(`${type}/${id} does not exist or was already deleted; nothing to do`) };
     return { status: 200, headers: { ETag: etagOf(w.version) }, body: info(`Deleted ${type}/${id} (version ${w.version})`) };
@@ -260,8 +316,10 @@ const MAX_CONDITIONAL_DELETE = 100;
 
 async function conditionalDelete(ctx: TenantContext, req: FhirRequest, type: string): Promise<FhirResponse> {
   knownType(type);
+  assertInteraction(type, 'delete');
+  const d = permit(ctx, type, 'd');
   return run(ctx, async (tx) => {
-    const ids = await conditionalMatches(tx, ctx, type, req.query, MAX_CONDITIONAL_DELETE + 1);
+    const ids = await conditionalMatches(tx, ctx, type, req.query, MAX_CONDITIONAL_DELETE + 1, d);
     if (ids.length > MAX_CONDITIONAL_DELETE) {
       throw FhirError.of(412, 'multiple-matches', `The conditional delete matched more than ${MAX_CONDITIONAL_DELETE} ${type} resources; narrow the criteria`);
     }
@@ -275,6 +333,45 @@ function selfLink(ctx: TenantContext, path: string, params: QueryInput): string 
   return `${ctx.baseUrl}${path}${qs ? '?' + qs : ''}`;
 }
 
+/** The types a search may cover for this token and the condition confining them. */
+async function searchScope(tx: Tx, ctx: TenantContext, type: string | undefined, types: string[] | undefined, explicit: boolean) {
+  if (type) return { types, restrict: await restrictionSql(tx, ctx, type, permit(ctx, type, 's')) };
+  if (!ctx.access) return { types };
+  const kept: string[] = [];
+  const pieces: SqlFragment[] = [];
+  let anyRestricted = false;
+  for (const t of types!) {
+    const d = ctx.access.decide(t, 's');
+    if (!d.allow) {
+      if (explicit) permit(ctx, t, 's'); // throws the 403 with its reason
+      continue;
+    }
+    kept.push(t);
+    const r = await restrictionSql(tx, ctx, t, d);
+    if (r) anyRestricted = true;
+    pieces.push(r ? { sql: `(r.res_type = ? AND (${r.sql}))`, bindings: [t, ...r.bindings] } : { sql: `r.res_type = ?`, bindings: [t] });
+  }
+  if (!kept.length) permit(ctx, types![0], 's');
+  return {
+    types: kept,
+    restrict: anyRestricted ? { sql: pieces.map((p) => p.sql).join(' OR '), bindings: pieces.flatMap((p) => p.bindings) } : undefined,
+  };
+}
+
+/** _include/_revinclude results the token may not read are left out (never a side door). */
+async function visibleIncluded(tx: Tx, ctx: TenantContext, included: Array<{ type: string; id: string; json: string }>) {
+  if (!ctx.access || !included.length) return included;
+  const byType = new Map<string, string[]>();
+  for (const m of included) byType.set(m.type, [...(byType.get(m.type) ?? []), m.id]);
+  const keep = new Set<string>();
+  for (const [t, ids] of byType) {
+    const d = ctx.access.decide(t, 'r');
+    if (!d.allow) continue;
+    for (const id of await visibleIds(tx, ctx, t, ids, d)) keep.add(`${t}/${id}`);
+  }
+  return included.filter((m) => keep.has(`${m.type}/${m.id}`));
+}
+
 async function searchType(ctx: TenantContext, req: FhirRequest, type?: string): Promise<FhirResponse> {
   if (type) knownType(type);
   const strict = /handling=strict/.test(req.headers.prefer ?? '');
@@ -286,17 +383,22 @@ async function searchType(ctx: TenantContext, req: FhirRequest, type?: string): 
     for (const t of types) knownType(t);
     if (!types.length) types = [...registry.keys()];
   }
-  const res = await run(ctx, (tx) =>
-    search(tx, {
-      type: type ?? types![0],
-      types,
+  const explicitTypes = !type && !!get(req.query, '_type');
+  const res = await run(ctx, async (tx) => {
+    const scope = await searchScope(tx, ctx, type, types, explicitTypes);
+    const r = await search(tx, {
+      type: type ?? scope.types![0],
+      types: scope.types,
       params: req.query,
       baseUrl: ctx.baseUrl,
       strict,
       defaultCount: ctx.config.defaultCount,
       maxCount: ctx.config.maxCount,
-    }),
-  );
+      restrict: scope.restrict,
+    });
+    r.included = await visibleIncluded(tx, ctx, r.included);
+    return r;
+  });
   const shaping: QueryInput = req.query.filter(([k]) => ['_count', '_summary', '_elements', '_total', ...(type ? [] : ['_type'])].includes(k));
   const used = [...res.applied, ...shaping];
   const path = type ? `/${type}` : '';
@@ -328,10 +430,22 @@ async function historyBundle(ctx: TenantContext, req: FhirRequest, type?: string
   const since = get(req.query, '_since');
   const at = get(req.query, '_at');
   const before = get(req.query, '_before');
+  if (ctx.access && !id) {
+    // History across resources cannot be confined to a compartment page by page: it needs
+    // unrestricted read access to the type (or to every type).
+    for (const t of type ? [type] : [...registry.keys()]) {
+      const d = permit(ctx, t, 'r');
+      if (restricted(d)) {
+        throw AccessDenied.forbidden(`History of ${type ? 'all ' + type + ' resources' : 'the whole server'} needs unrestricted read access; this token is confined to a subset (search, or read one resource's history)`);
+      }
+    }
+  }
+  const d = id ? permit(ctx, type!, 'r') : undefined;
   const h = await run(ctx, async (tx) => {
     if (type && id) {
       const exists = await store.read(tx, type, id);
       if (!exists) throw notFound(`${type}/${id} is not known`);
+      await assertVisible(tx, ctx, type, id, d);
     }
     return history(tx, { type, id, since, at, count, before });
   });
@@ -380,8 +494,15 @@ async function validateOp(ctx: TenantContext, req: FhirRequest, type: string, id
   knownType(type);
   let resource = operationResource(req);
   if (resource === undefined && id) {
-    const v = await run(ctx, (tx) => store.readCurrent(tx, type, id));
+    const d = permit(ctx, type, 'r');
+    const v = await run(ctx, async (tx) => {
+      const current = await store.readCurrent(tx, type, id);
+      await assertVisible(tx, ctx, type, id, d);
+      return current;
+    });
     resource = JSON.parse(v.json!);
+  } else if (ctx.access && !(['c', 'u'] as const).some((op) => ctx.access!.decide(type, op).allow)) {
+    permit(ctx, type, 'c'); // validating a resource is for those who may write one
   }
   if (resource === undefined) throw badRequest('$validate needs a resource (in the body, or a Parameters "resource" parameter)');
   if (typeof resource !== 'object' || resource === null) throw badRequest('$validate: the resource must be a JSON object');
@@ -398,8 +519,11 @@ async function validateOp(ctx: TenantContext, req: FhirRequest, type: string, id
 async function restoreOp(ctx: TenantContext, req: FhirRequest, type: string, id: string): Promise<FhirResponse> {
   knownType(type);
   checkId(id);
+  assertInteraction(type, 'update');
+  const d = permit(ctx, type, 'u');
   return run(ctx, async (tx) => {
     const w = await store.restore(tx, type, id, { baseUrl: ctx.baseUrl });
+    await assertWritable(tx, ctx, type, id, d);
     return writeResponse(req, ctx, w, 200, `Restored ${type}/${id} as version ${w.version}`);
   });
 }

@@ -3,6 +3,7 @@ import type { Knex } from 'knex';
 import type { Config } from '../config';
 import type { Tx } from '../db/tenant-tx';
 import type { QueryInput } from '../search/params';
+import type { Access } from '../auth/access';
 
 export interface FhirRequest {
   method: 'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
@@ -41,6 +42,8 @@ export interface TenantContext {
   settings: TenantSettings;
   /** Present inside a transaction Bundle: every entry shares it. */
   tx?: Tx;
+  /** The caller's authorization (from the bearer token); absent for internal callers. */
+  access?: Access;
 }
 
 export interface TenantSettings {

@@ -8,6 +8,8 @@ import { logger } from '../log';
 import { fhirBodyErrors, fhirRouter } from './fhir-router';
 import { httpDuration, httpRequests, registry as metrics, watchPool } from './metrics';
 import { TenantDirectory } from './tenants';
+import { loadSigningKey } from '../auth/keys';
+import { TokenVerifier } from '../auth/tokens';
 
 export interface AppDeps {
   config: Config;
@@ -78,7 +80,8 @@ export function createApp(deps: AppDeps): { app: express.Express; tenants: Tenan
     res.end(await metrics.metrics());
   });
 
-  app.use('/fhir/:tenant', fhirRouter(config, db, tenants), fhirBodyErrors);
+  const verifier = new TokenVerifier(config, loadSigningKey(config));
+  app.use('/fhir/:tenant', fhirRouter(config, db, tenants, verifier), fhirBodyErrors);
 
   app.use(express.static(path.resolve(__dirname, '../../web/public'), { index: 'index.html' }));
 

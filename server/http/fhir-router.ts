@@ -11,6 +11,9 @@ import type { FhirRequest, FhirResponse, TenantContext } from '../fhir/types';
 import { queryPairs } from '../search/params';
 import { TenantDirectory } from './tenants';
 import { routeTemplate } from './route-template';
+import { Access } from '../auth/access';
+import { InvalidToken, TokenVerifier } from '../auth/tokens';
+import { AccessDenied } from '../fhir/errors';
 
 const FHIR_JSON = 'application/fhir+json; charset=utf-8';
 const JSON_TYPES = new Set(['application/fhir+json', 'application/json', 'application/json-patch+json', 'text/json']);
@@ -94,7 +97,40 @@ function send(req: Request, res: Response, out: FhirResponse): void {
   res.end(pretty ? JSON.stringify(body, null, 2) : JSON.stringify(body));
 }
 
-export function fhirRouter(config: Config, db: Knex, tenants: TenantDirectory): express.Router {
+/** Paths anyone may read without a token: discovery documents. */
+const PUBLIC_PATHS = new Set(['metadata', '.well-known']);
+
+function unauthorized(baseUrl: string, message: string, invalid: boolean): FhirError {
+  const e = FhirError.of(401, 'login', message);
+  // RFC 6750 section 3: no error code when the request carried no credentials at all.
+  e.headers['WWW-Authenticate'] = invalid
+    ? `Bearer realm="${baseUrl}", error="invalid_token", error_description="${message.replace(/"/g, "'")}"`
+    : `Bearer realm="${baseUrl}"`;
+  return e;
+}
+
+/** The caller's Access from `Authorization: Bearer`, or a 401/403. */
+async function authenticate(req: Request, verifier: TokenVerifier, tenant: string, baseUrl: string): Promise<Access> {
+  const h = req.headers.authorization;
+  if (!h) throw unauthorized(baseUrl, 'This FHIR endpoint needs an access token (Authorization: Bearer ...); see /.well-known/smart-configuration', false);
+  const m = /^Bearer\s+([A-Za-z0-9\-_.~+/]+=*)\s*$/i.exec(h);
+  if (!m) throw unauthorized(baseUrl, 'The Authorization header must be "Bearer <access token>"', true);
+  let claims;
+  try {
+    claims = await verifier.verify(m[1]);
+  } catch (e) {
+    if (e instanceof InvalidToken) throw unauthorized(baseUrl, e.message, true);
+    throw e;
+  }
+  const access = new Access(claims);
+  if (claims.tenant !== tenant) {
+    // A valid token of another practice: refused, and recorded as a security event of this one.
+    throw Object.assign(AccessDenied.forbidden(`This access token belongs to another tenant; it cannot be used at ${baseUrl}`), { access });
+  }
+  return access;
+}
+
+export function fhirRouter(config: Config, db: Knex, tenants: TenantDirectory, verifier: TokenVerifier): express.Router {
   const router = express.Router({ mergeParams: true });
   router.use(
     express.raw({ type: () => true, limit: config.bodyLimitBytes }),
@@ -121,6 +157,7 @@ export function fhirRouter(config: Config, db: Knex, tenants: TenantDirectory): 
         db,
         settings: tenant.settings,
       };
+      if (!PUBLIC_PATHS.has(segments[0] ?? '')) ctx.access = await authenticate(req, verifier, tenantId, ctx.baseUrl);
       const method = req.method as FhirRequest['method'];
       const form = method === 'POST' ? formParams(req) : undefined;
       const fr: FhirRequest = {

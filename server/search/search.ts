@@ -24,6 +24,8 @@ export interface SearchRequest {
   strict: boolean;
   defaultCount: number;
   maxCount: number;
+  /** An extra condition over `resources r` (authorization: a patient compartment, a granular scope). */
+  restrict?: SqlFragment;
 }
 
 export interface SearchMatch {
@@ -135,6 +137,10 @@ export async function search(tx: Tx, req: SearchRequest): Promise<SearchResult> 
   }
   const where = [`r.tenant_id = ?`, system ? `r.res_type = ANY(?)` : `r.res_type = ?`, `r.deleted = false`, ...conds.map((c) => `(${c.sql})`)];
   const bindings: any[] = [tx.tenant, system ? req.types : req.type, ...conds.flatMap((c) => c.bindings)];
+  if (req.restrict) {
+    where.push(`(${req.restrict.sql})`);
+    bindings.push(...req.restrict.bindings);
+  }
 
   let total: number | undefined;
   const onlyCount = summary === 'count' || count === 0;

@@ -4,7 +4,8 @@ import { Client } from 'fhir-kit-client';
 
 const baseUrl = process.argv[2];
 const family = process.argv[3] ?? 'Kitclient';
-const client = new Client({ baseUrl });
+// The access token comes from the environment (FHIR_TOKEN), as a script of an operator would get it.
+const client = new Client({ baseUrl, bearerToken: process.env.FHIR_TOKEN });
 const out = {};
 
 async function status(p) {

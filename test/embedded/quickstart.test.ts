@@ -13,6 +13,7 @@ let dataDir: string;
 let child: ChildProcess | undefined;
 let base: string;
 let output = '';
+let token = '';
 
 async function freePort(): Promise<number> {
   return new Promise((resolve) => {
@@ -39,6 +40,26 @@ async function start(): Promise<void> {
     await new Promise((r) => setTimeout(r, 200));
   }
   base = /FHIR endpoint:\s+(\S+)/.exec(output)![1];
+  token = await tokenFromCli(env);
+}
+
+/** The README's way to get a token: npm run token, with the server's PORT and DATA_DIR. */
+async function tokenFromCli(env: NodeJS.ProcessEnv): Promise<string> {
+  const out = await new Promise<string>((resolve, reject) => {
+    const c = spawn('npm', ['run', '-s', 'token', '--', '--tenant', 'demo', '--scope', 'system/*.*'], { cwd: ROOT, env });
+    let so = '';
+    let se = '';
+    c.stdout.on('data', (d) => (so += d));
+    c.stderr.on('data', (d) => (se += d));
+    c.on('exit', (code) => (code === 0 ? resolve(so.trim()) : reject(new Error(`npm run token failed: ${se}`))));
+  });
+  expect(out).toMatch(/^[\w-]+\.[\w-]+\.[\w-]+$/);
+  return out;
+}
+
+/** fetch with the access token, as every FHIR call needs one. */
+function api(url: string, init: RequestInit = {}): Promise<Response> {
+  return fetch(url, { ...init, headers: { ...(init.headers as Record<string, string>), Authorization: `Bearer ${token}` } });
 }
 
 async function stop(): Promise<void> {
@@ -62,26 +83,30 @@ const json = async (res: Response) => ({ status: res.status, headers: res.header
 
 test('prints the FHIR base and serves the CapabilityStatement', async () => {
   expect(output).toMatch(/Portal:\s+http/);
+  expect(output).toMatch(/Access token:\s+.*npm run -s token/);
+  const anon = await fetch(`${base}/Patient`);
+  expect(anon.status).toBe(401);
+  expect(anon.headers.get('www-authenticate')).toMatch(/^Bearer realm=/);
   expect(base).toMatch(/\/fhir\/demo$/);
-  const r = await json(await fetch(`${base}/metadata`));
+  const r = await json(await api(`${base}/metadata`));
   expect(r.status).toBe(200);
   expect(r.body.resourceType).toBe('CapabilityStatement');
   expect(r.body.fhirVersion).toBe('4.0.1');
 });
 
 test('the demo tenant has demo data, searchable', async () => {
-  const p = await json(await fetch(`${base}/Patient?family=moreau`));
+  const p = await json(await api(`${base}/Patient?family=moreau`));
   expect(p.body.total).toBe(1);
   expect(p.body.entry[0].resource.name[0].given[0]).toBe('Élise');
-  const slots = await json(await fetch(`${base}/Slot?status=free&_summary=count`));
+  const slots = await json(await api(`${base}/Slot?status=free&_summary=count`));
   expect(slots.body.total).toBeGreaterThan(0);
-  const pr = await json(await fetch(`${base}/Practitioner?family=rivera`));
+  const pr = await json(await api(`${base}/Practitioner?family=rivera`));
   expect(pr.body.total).toBe(1);
 });
 
 test('create, update, history and a transaction work on the embedded database', async () => {
   const c = await json(
-    await fetch(`${base}/Patient`, {
+    await api(`${base}/Patient`, {
       method: 'POST',
       headers: { 'Content-Type': 'application/fhir+json' },
       body: JSON.stringify({ resourceType: 'Patient', name: [{ family: 'Smoketest' }] }),
@@ -89,7 +114,7 @@ test('create, update, history and a transaction work on the embedded database', 
   );
   expect(c.status).toBe(201);
   const u = await json(
-    await fetch(`${base}/Patient/${c.body.id}`, {
+    await api(`${base}/Patient/${c.body.id}`, {
       method: 'PUT',
       headers: { 'Content-Type': 'application/fhir+json', 'If-Match': 'W/"1"' },
       body: JSON.stringify({ resourceType: 'Patient', id: c.body.id, name: [{ family: 'Smoketest' }], active: true }),
@@ -97,10 +122,10 @@ test('create, update, history and a transaction work on the embedded database', 
   );
   expect(u.status).toBe(200);
   expect(u.headers.get('etag')).toBe('W/"2"');
-  const h = await json(await fetch(`${base}/Patient/${c.body.id}/_history`));
+  const h = await json(await api(`${base}/Patient/${c.body.id}/_history`));
   expect(h.body.entry).toHaveLength(2);
   const t = await json(
-    await fetch(base, {
+    await api(base, {
       method: 'POST',
       headers: { 'Content-Type': 'application/fhir+json' },
       body: JSON.stringify({
@@ -118,18 +143,18 @@ test('create, update, history and a transaction work on the embedded database', 
   );
   expect(t.status).toBe(200);
   const obsId = t.body.entry[1].response.location.split('/')[1];
-  const o = await json(await fetch(`${base}/Observation/${obsId}`));
+  const o = await json(await api(`${base}/Observation/${obsId}`));
   expect(o.body.subject.reference).toBe(t.body.entry[0].response.location.split('/_history')[0]);
 });
 
 test('data survives a restart (same DATA_DIR)', async () => {
-  const before = await json(await fetch(`${base}/Patient?family=smoketest`));
+  const before = await json(await api(`${base}/Patient?family=smoketest`));
   expect(before.body.total).toBe(1);
   await stop();
   await start();
-  const after = await json(await fetch(`${base}/Patient?family=smoketest`));
+  const after = await json(await api(`${base}/Patient?family=smoketest`));
   expect(after.body.total).toBe(1);
-  const demo = await json(await fetch(`${base}/Patient?_summary=count`));
+  const demo = await json(await api(`${base}/Patient?_summary=count`));
   expect(demo.body.total).toBe(5); // 3 demo patients (loaded once) + 2 created above
 });
 

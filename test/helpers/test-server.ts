@@ -12,6 +12,11 @@ import { createApp } from '../../server/http/app';
 import { ensureTenant, setTenantSettings } from '../../server/http/tenants';
 import type { TenantSettings } from '../../server/fhir/types';
 import { TEST_DATABASE_URL } from './db-url';
+import { loadSigningKey, newSigningKeyJson } from '../../server/auth/keys';
+import { issueAccessToken, IssueInput } from '../../server/auth/tokens';
+
+/** One signing key for the whole test process (as a deployment has one). */
+const SIGNING_KEY = newSigningKeyJson();
 
 export interface TestServer {
   config: Config;
@@ -23,14 +28,25 @@ export interface TestServer {
   base: string;
   /** Absolute FHIR base URL. */
   baseUrl: string;
-  http: ReturnType<typeof supertest>;
+  /** HTTP client that sends, with every request, a system/*.* token of the tenant named in the
+   * path (/fhir/<tenant>/...; the test tenant for other paths). */
+  http: TenantClient;
+  /** HTTP client without any token. */
+  anon: ReturnType<typeof supertest>;
+  /** A signed access token (defaults: the test tenant, system/*.*). */
+  token(input?: Partial<IssueInput>): Promise<string>;
+  /** An HTTP client sending the given token (or a token minted from `input`). */
+  as(input: Partial<IssueInput> | string): Promise<ReturnType<typeof supertest.agent>>;
   newTenant(settings?: TenantSettings): Promise<string>;
   setSettings(settings: TenantSettings, tenant?: string): Promise<void>;
   close(): Promise<void>;
 }
 
+type Methods = 'get' | 'post' | 'put' | 'patch' | 'delete' | 'head' | 'options';
+export type TenantClient = Pick<ReturnType<typeof supertest>, Methods>;
+
 export async function startTestServer(env: Record<string, string> = {}): Promise<TestServer> {
-  const config = loadConfig({ ...process.env, DATABASE_URL: TEST_DATABASE_URL, PORT: '0', ...env });
+  const config = loadConfig({ ...process.env, DATABASE_URL: TEST_DATABASE_URL, PORT: '0', SIGNING_KEY, ...env });
   const db = await openDatabase(config, { migrate: false });
   const { app, tenants } = createApp({ config, db: db.app });
   const server: Server = await new Promise((resolve) => {
@@ -40,12 +56,25 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
   const url = `http://127.0.0.1:${port}`;
   // The public URL must match the listening port for Location headers.
   config.publicUrl = url;
+  const key = loadSigningKey(config);
+  const systemTokens = new Map<string, string>();
+  const mint = async (input: IssueInput) => (await issueAccessToken(config, key, input)).token;
   const newTenant = async (settings: TenantSettings = {}) => {
     const id = `t-${randomBytes(5).toString('hex')}`;
     await ensureTenant(db.owner, id, `Test tenant ${id}`, settings);
+    systemTokens.set(id, await mint({ tenant: id, scope: 'system/*.*', clientId: 'test-suite' }));
     return id;
   };
   const tenant = await newTenant();
+  const token = async (input: Partial<IssueInput> = {}) => mint({ tenant, scope: 'system/*.*', clientId: 'test-suite', ...input });
+  const plain = supertest(url);
+  const tokenForPath = (path: string) => systemTokens.get(/^\/fhir\/([^/?]+)/.exec(path)?.[1] ?? '') ?? systemTokens.get(tenant)!;
+  const methods: Methods[] = ['get', 'post', 'put', 'patch', 'delete', 'head', 'options'];
+  const http = Object.fromEntries(
+    methods.map((m) => [m, (path: string) => plain[m](path).set('Authorization', `Bearer ${tokenForPath(path)}`)]),
+  ) as unknown as TenantClient;
+  const as = async (input: Partial<IssueInput> | string) =>
+    supertest.agent(url).set('Authorization', `Bearer ${typeof input === 'string' ? input : await token(input)}`);
   return {
     config,
     db,
@@ -54,7 +83,10 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
     tenant,
     base: `/fhir/${tenant}`,
     baseUrl: `${url}/fhir/${tenant}`,
-    http: supertest(url),
+    http,
+    anon: plain,
+    token,
+    as,
     newTenant,
     async setSettings(settings, t = tenant) {
       await setTenantSettings(db.owner, t, settings);
