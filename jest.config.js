@@ -12,6 +12,6 @@ module.exports = {
   testMatch: ['<rootDir>/**/*.test.ts'],
   testPathIgnorePatterns: ['/node_modules/', '<rootDir>/test/embedded/'],
   globalSetup: '<rootDir>/test/helpers/global-setup.ts',
-  testTimeout: 60000,
+  testTimeout: 120000,
   maxWorkers: 2,
 };

@@ -93,7 +93,7 @@ async function main(): Promise<void> {
 async function serve(config: ReturnType<typeof loadConfig>, db: Database): Promise<void> {
   let redisPing: (() => Promise<void>) | undefined;
   if (config.redisUrl) redisPing = await redisProbe(config.redisUrl);
-  const { app } = createApp({ config, db: db.app, redisPing });
+  const { app, audit, limits } = createApp({ config, db: db.app, redisPing });
   const server = await new Promise<Server>((resolve) => {
     const s = app.listen(config.port, config.host, () => resolve(s));
   });
@@ -104,7 +104,11 @@ async function serve(config: ReturnType<typeof loadConfig>, db: Database): Promi
     stopping = true;
     logger.info({ signal }, 'shutting down');
     server.close(() => {
-      db.close().finally(() => process.exit(0));
+      // The audit events of the last requests are sealed before the database closes.
+      audit
+        .close()
+        .catch((err) => logger.error({ err: { message: err?.message } }, 'audit flush on shutdown failed'))
+        .finally(() => limits.close().finally(() => db.close().finally(() => process.exit(0))));
     });
     setTimeout(() => process.exit(0), 10_000).unref();
   };

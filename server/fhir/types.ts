@@ -49,4 +49,10 @@ export interface TenantContext {
 export interface TenantSettings {
   /** Require If-Match on update/patch (400 when missing, as R4 says). */
   requireIfMatch?: boolean;
+  /** FHIR requests per minute for the whole practice (default 600; 0 = no limit). */
+  rateLimitPerMinute?: number;
+  /** Sign-in attempts per 15 minutes per IP (default 5). */
+  signInAttemptsPer15Minutes?: number;
+  /** Browser origins (registered SMART apps) allowed to call the API (CORS). */
+  corsOrigins?: string[];
 }

@@ -10,6 +10,10 @@ import { httpDuration, httpRequests, registry as metrics, watchPool } from './me
 import { TenantDirectory } from './tenants';
 import { loadSigningKey } from '../auth/keys';
 import { TokenVerifier } from '../auth/tokens';
+import { AuditTrail } from '../audit/trail';
+import helmet from 'helmet';
+import cors, { CorsRequest } from 'cors';
+import { RateLimits } from './rate-limit';
 
 export interface AppDeps {
   config: Config;
@@ -18,12 +22,49 @@ export interface AppDeps {
   redisPing?: () => Promise<void>;
 }
 
-export function createApp(deps: AppDeps): { app: express.Express; tenants: TenantDirectory } {
+/**
+ * CORS for browser apps: allowed origins are CORS_ORIGINS plus the tenant's registered SMART app
+ * origins (settings.corsOrigins). Bearer tokens, not cookies, so no credentials mode.
+ */
+function corsFor(config: Config, tenants: TenantDirectory) {
+  return cors((req: CorsRequest & { originalUrl?: string }, cb) => {
+    const origin = req.headers.origin;
+    const slug = /^\/fhir\/([^/?]+)/.exec(req.originalUrl ?? '')?.[1];
+    const allow = async () => {
+      if (!origin) return false;
+      if (config.corsOrigins.includes(origin) || origin === config.publicUrl) return true;
+      const t = slug ? await tenants.get(slug) : undefined;
+      return !!t?.settings.corsOrigins?.includes(origin);
+    };
+    allow().then(
+      (ok) =>
+        cb(null, {
+          origin: ok,
+          methods: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'],
+          allowedHeaders: ['Authorization', 'Content-Type', 'Accept', 'If-Match', 'If-None-Match', 'If-None-Exist', 'If-Modified-Since', 'Prefer', 'Idempotency-Key', 'X-Request-Id'],
+          exposedHeaders: ['ETag', 'Location', 'Content-Location', 'Last-Modified', 'X-Request-Id', 'Retry-After', 'WWW-Authenticate'],
+          maxAge: 600,
+        }),
+      () => cb(null, { origin: false }),
+    );
+  });
+}
+
+export function createApp(deps: AppDeps): { app: express.Express; tenants: TenantDirectory; audit: AuditTrail; limits: RateLimits } {
   const { config, db } = deps;
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
   app.set('trust proxy', true);
+  // Security headers. HSTS is sent always (browsers only honour it over HTTPS, where the
+  // TLS-terminating proxy in front of this server serves it).
+  app.use(
+    helmet({
+      strictTransportSecurity: { maxAge: 31536000, includeSubDomains: true },
+      contentSecurityPolicy: { directives: { defaultSrc: ["'self'"], scriptSrc: ["'self'"], styleSrc: ["'self'"], imgSrc: ["'self'", 'data:'], connectSrc: ["'self'"], frameAncestors: ["'none'"] } },
+      crossOriginResourcePolicy: { policy: 'same-site' },
+    }),
+  );
   const tenants = new TenantDirectory(db);
   watchPool(db);
 
@@ -81,7 +122,9 @@ export function createApp(deps: AppDeps): { app: express.Express; tenants: Tenan
   });
 
   const verifier = new TokenVerifier(config, loadSigningKey(config));
-  app.use('/fhir/:tenant', fhirRouter(config, db, tenants, verifier), fhirBodyErrors);
+  const audit = new AuditTrail(db);
+  const limits = new RateLimits(config.redisUrl);
+  app.use('/fhir/:tenant', corsFor(config, tenants), fhirRouter(config, db, tenants, { verifier, audit, limits }), fhirBodyErrors);
 
   app.use(express.static(path.resolve(__dirname, '../../web/public'), { index: 'index.html' }));
 
@@ -94,5 +137,5 @@ export function createApp(deps: AppDeps): { app: express.Express; tenants: Tenan
       }),
     );
   });
-  return { app, tenants };
+  return { app, tenants, audit, limits };
 }

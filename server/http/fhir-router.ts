@@ -14,6 +14,10 @@ import { routeTemplate } from './route-template';
 import { Access } from '../auth/access';
 import { InvalidToken, TokenVerifier } from '../auth/tokens';
 import { AccessDenied } from '../fhir/errors';
+import type { AuditTrail } from '../audit/trail';
+import { auditEventFor } from '../audit/fhir-requests';
+import { logger } from '../log';
+import type { RateLimits } from './rate-limit';
 
 const FHIR_JSON = 'application/fhir+json; charset=utf-8';
 const JSON_TYPES = new Set(['application/fhir+json', 'application/json', 'application/json-patch+json', 'text/json']);
@@ -80,21 +84,24 @@ function header(req: Request, name: string): string | undefined {
   return Array.isArray(v) ? v.join(',') : v;
 }
 
-function send(req: Request, res: Response, out: FhirResponse): void {
+/** Writes the response; returns the body text sent (for the audit record). */
+function send(req: Request, res: Response, out: FhirResponse): string | undefined {
   for (const [k, v] of Object.entries(out.headers)) res.setHeader(k, v);
   res.status(out.status);
   if (out.status === 304 || (out.body === undefined && out.json === undefined)) {
     res.end();
-    return;
+    return undefined;
   }
   res.setHeader('Content-Type', FHIR_JSON);
   const pretty = req.query._pretty === 'true';
   if (out.json !== undefined && !pretty) {
     res.end(out.json);
-    return;
+    return out.json;
   }
   const body = out.json !== undefined ? JSON.parse(out.json) : out.body;
-  res.end(pretty ? JSON.stringify(body, null, 2) : JSON.stringify(body));
+  const text = pretty ? JSON.stringify(body, null, 2) : JSON.stringify(body);
+  res.end(text);
+  return text;
 }
 
 /** Paths anyone may read without a token: discovery documents. */
@@ -130,7 +137,13 @@ async function authenticate(req: Request, verifier: TokenVerifier, tenant: strin
   return access;
 }
 
-export function fhirRouter(config: Config, db: Knex, tenants: TenantDirectory, verifier: TokenVerifier): express.Router {
+export interface RouterDeps {
+  verifier: TokenVerifier;
+  audit?: AuditTrail;
+  limits?: RateLimits;
+}
+
+export function fhirRouter(config: Config, db: Knex, tenants: TenantDirectory, { verifier, audit, limits }: RouterDeps): express.Router {
   const router = express.Router({ mergeParams: true });
   router.use(
     express.raw({ type: () => true, limit: config.bodyLimitBytes }),
@@ -138,6 +151,31 @@ export function fhirRouter(config: Config, db: Knex, tenants: TenantDirectory, v
 
   router.use(async (req: Request, res: Response, next: NextFunction) => {
     let segments: string[] = [];
+    let fr: FhirRequest | undefined;
+    let access: Access | undefined;
+    let tenantId: string | undefined;
+    const record = (out: FhirResponse, text: string | undefined, err?: unknown) => {
+      if (!audit || !fr || !tenantId) return;
+      try {
+        const security = err instanceof AccessDenied;
+        const event = auditEventFor({
+          tenant: tenantId,
+          access: access ?? (err as { access?: Access } | undefined)?.access,
+          ip: req.ip,
+          req: fr,
+          queryString: req.originalUrl.includes('?') ? req.originalUrl.slice(req.originalUrl.indexOf('?')) : undefined,
+          status: out.status,
+          responseText: text,
+          requestText: Buffer.isBuffer(req.body) && req.body.length ? req.body.toString('utf8') : undefined,
+          location: out.headers.Location,
+          security,
+          message: err instanceof FhirError ? err.message : undefined,
+        });
+        if (event) audit.record(tenantId, event);
+      } catch (e) {
+        logger.error({ err: { message: (e as Error).message } }, 'could not build the audit event');
+      }
+    };
     try {
       try {
         segments = req.path.split('/').filter(Boolean).map(decodeURIComponent);
@@ -146,9 +184,10 @@ export function fhirRouter(config: Config, db: Knex, tenants: TenantDirectory, v
       }
       res.locals.route = routeTemplate(segments);
       if (!acceptable(req)) throw FhirError.of(406, 'not-supported', 'This server speaks FHIR JSON only (application/fhir+json)');
-      const tenantId = req.params.tenant;
-      const tenant = await tenants.get(tenantId);
-      if (!tenant) throw FhirError.of(404, 'not-found', `Unknown tenant "${tenantId}"`);
+      const tenant = await tenants.get(req.params.tenant);
+      if (!tenant) throw FhirError.of(404, 'not-found', `Unknown tenant "${req.params.tenant}"`);
+      tenantId = tenant.id;
+      if (limits) await limits.tenantRequest(tenantId, tenant.settings.rateLimitPerMinute);
       res.locals.tenant = tenantId;
       const ctx: TenantContext = {
         tenant: tenantId,
@@ -157,10 +196,16 @@ export function fhirRouter(config: Config, db: Knex, tenants: TenantDirectory, v
         db,
         settings: tenant.settings,
       };
-      if (!PUBLIC_PATHS.has(segments[0] ?? '')) ctx.access = await authenticate(req, verifier, tenantId, ctx.baseUrl);
       const method = req.method as FhirRequest['method'];
       const form = method === 'POST' ? formParams(req) : undefined;
-      const fr: FhirRequest = {
+      fr = {
+        method,
+        segments,
+        query: [],
+        headers: {},
+      };
+      if (!PUBLIC_PATHS.has(segments[0] ?? '')) access = ctx.access = await authenticate(req, verifier, tenantId, ctx.baseUrl);
+      const full: FhirRequest = {
         method,
         segments,
         query: queryPairs(req.query as Record<string, unknown>, form),
@@ -174,14 +219,16 @@ export function fhirRouter(config: Config, db: Knex, tenants: TenantDirectory, v
         },
         body: ['POST', 'PUT', 'PATCH'].includes(method) ? parseBody(req) : undefined,
       };
+      fr = full;
       const key = header(req, 'idempotency-key');
       const out =
         key && method === 'POST'
-          ? await withIdempotency(ctx, key, requestHash(method, req.originalUrl, req.body as Buffer), (c) => handle(c, fr))
-          : await handle(ctx, fr);
-      send(req, res, out);
+          ? await withIdempotency(ctx, key, requestHash(method, req.originalUrl, req.body as Buffer), (c) => handle(c, full))
+          : await handle(ctx, full);
+      record(out, send(req, res, out));
     } catch (err) {
-      send(req, res, errorToResponse(err));
+      const out = errorToResponse(err);
+      record(out, send(req, res, out), err);
     }
   });
   return router;

@@ -12,6 +12,7 @@ import { createApp } from '../../server/http/app';
 import { ensureTenant, setTenantSettings } from '../../server/http/tenants';
 import type { TenantSettings } from '../../server/fhir/types';
 import { TEST_DATABASE_URL } from './db-url';
+import type { AuditTrail } from '../../server/audit/trail';
 import { loadSigningKey, newSigningKeyJson } from '../../server/auth/keys';
 import { issueAccessToken, IssueInput } from '../../server/auth/tokens';
 
@@ -39,6 +40,8 @@ export interface TestServer {
   as(input: Partial<IssueInput> | string): Promise<ReturnType<typeof supertest.agent>>;
   newTenant(settings?: TenantSettings): Promise<string>;
   setSettings(settings: TenantSettings, tenant?: string): Promise<void>;
+  /** The audit trail writer: `await s.audit.flush()` seals everything recorded so far. */
+  audit: AuditTrail;
   close(): Promise<void>;
 }
 
@@ -48,10 +51,14 @@ export type TenantClient = Pick<ReturnType<typeof supertest>, Methods>;
 export async function startTestServer(env: Record<string, string> = {}): Promise<TestServer> {
   const config = loadConfig({ ...process.env, DATABASE_URL: TEST_DATABASE_URL, PORT: '0', SIGNING_KEY, ...env });
   const db = await openDatabase(config, { migrate: false });
-  const { app, tenants } = createApp({ config, db: db.app });
+  const { app, tenants, audit, limits } = createApp({ config, db: db.app });
   const server: Server = await new Promise((resolve) => {
     const s = app.listen(0, '127.0.0.1', () => resolve(s));
   });
+  // Idle keep-alive sockets outlive the clients' pools, so a reused socket is never closed under
+  // a request in flight (undici's ECONNRESET race on a busy machine).
+  server.keepAliveTimeout = 65_000;
+  server.headersTimeout = 66_000;
   const port = (server.address() as AddressInfo).port;
   const url = `http://127.0.0.1:${port}`;
   // The public URL must match the listening port for Location headers.
@@ -59,7 +66,8 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
   const key = loadSigningKey(config);
   const systemTokens = new Map<string, string>();
   const mint = async (input: IssueInput) => (await issueAccessToken(config, key, input)).token;
-  const newTenant = async (settings: TenantSettings = {}) => {
+  // Test tenants have no request-rate limit unless a test sets one (the suites send thousands).
+  const newTenant = async (settings: TenantSettings = { rateLimitPerMinute: 0 }) => {
     const id = `t-${randomBytes(5).toString('hex')}`;
     await ensureTenant(db.owner, id, `Test tenant ${id}`, settings);
     systemTokens.set(id, await mint({ tenant: id, scope: 'system/*.*', clientId: 'test-suite' }));
@@ -92,8 +100,11 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
       await setTenantSettings(db.owner, t, settings);
       tenants.invalidate(t);
     },
+    audit,
     async close() {
       await new Promise((r) => server.close(r));
+      await audit.close();
+      await limits.close();
       await db.close();
     },
   };
