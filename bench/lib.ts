@@ -3,6 +3,9 @@
  * database guard, server start/stop (own process group), CPU accounting, autocannon, reporting
  * and the process lifecycle (watchdog, signals). Only 127.0.0.1 / localhost is contacted.
  */
+import { newSigningKeyJson, loadSigningKey } from '../server/auth/keys';
+import { issueAccessToken } from '../server/auth/tokens';
+import { loadConfig } from '../server/config';
 import { spawn, ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -207,6 +210,7 @@ export async function startServer(databaseUrl: string, webConcurrency: number, s
     WEB_CONCURRENCY: String(webConcurrency),
     LOG_LEVEL: 'warn',
     NODE_ENV: 'production',
+    SIGNING_KEY: BENCH_SIGNING_KEY,
   };
   delete env.DATABASE_APP_URL;
   delete env.REDIS_URL;
@@ -265,7 +269,24 @@ export async function startServer(databaseUrl: string, webConcurrency: number, s
   return server;
 }
 
-export const FHIR_HEADERS = { 'Content-Type': 'application/fhir+json', Accept: 'application/fhir+json' };
+export const FHIR_HEADERS: Record<string, string> = { 'Content-Type': 'application/fhir+json', Accept: 'application/fhir+json' };
+
+/** The benchmark server's token signing key (generated per run, passed as SIGNING_KEY). */
+export const BENCH_SIGNING_KEY = newSigningKeyJson();
+
+/**
+ * A system/*.* access token for the benchmark tenant, signed with the server's key; also put into
+ * FHIR_HEADERS so every request (load, autocannon, checks) carries it, as a real client would.
+ */
+export async function authorizeBench(serverUrl: string, tenant: string): Promise<string> {
+  const config = loadConfig({ ...process.env, SIGNING_KEY: BENCH_SIGNING_KEY, PUBLIC_URL: serverUrl });
+  const { token } = await issueAccessToken(config, loadSigningKey(config), { tenant, scope: 'system/*.*', clientId: 'bench', ttlSeconds: 6 * 3600 });
+  FHIR_HEADERS.Authorization = `Bearer ${token}`;
+  return token;
+}
+
+/** Benchmark tenants lift the per-tenant request rate limit (a tenant setting, see docs/security.md). */
+export const BENCH_TENANT_SETTINGS = { rateLimitPerMinute: 0 };
 
 // ---- autocannon ----------------------------------------------------------------------------
 

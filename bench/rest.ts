@@ -29,6 +29,8 @@ import {
   dbParts,
   f,
   FHIR_HEADERS,
+  authorizeBench,
+  BENCH_TENANT_SETTINGS,
   intEnv,
   log,
   OUT_DIR,
@@ -301,11 +303,12 @@ async function main(): Promise<void> {
 
   const owner = knexFactory({ client: 'pg', connection: S.databaseUrl, pool: { min: 0, max: 1 } });
   try {
-    await ensureTenant(owner, TENANT, 'Benchmark tenant');
+    await ensureTenant(owner, TENANT, 'Benchmark tenant', BENCH_TENANT_SETTINGS);
   } finally {
     await owner.destroy();
   }
   const base = `${server.url}/fhir/${TENANT}`;
+  await authorizeBench(server.url, TENANT);
 
   log(`loading ${S.patients} Patients in transaction Bundles of ${S.bundleSize}, ${S.loadConcurrency} in flight`);
   const load = await loadPatients(base, S.patients, S.bundleSize, S.loadConcurrency);

@@ -58,9 +58,18 @@ export function touchesPatientData(i: Interaction): boolean {
 }
 
 const PATIENT_REF = /"reference":"(?:[^"]*\/)?Patient\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[^"]*)?"/g;
-const PATIENT_SELF = /"resourceType":"Patient","id":"([A-Za-z0-9\-.]{1,64})"/g;
-const FULL_URL = /"fullUrl":"[^"]*?\/([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})"/g;
-const LOCATION = /"location":"(?:[^"]*\/)?([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[^"]*)?"/g;
+/**
+ * One pass over a response: patient references, Patient resources (the store writes
+ * resourceType and id first), entry fullUrls and transaction-response locations.
+ */
+const RESPONSE = new RegExp(
+  [
+    '"reference":"(?:[^"]*\\/)?Patient\\/([A-Za-z0-9\\-.]{1,64})(?:\\/_history\\/[^"]*)?"',
+    '"resourceType":"Patient","id":"([A-Za-z0-9\\-.]{1,64})"',
+    '"(?:fullUrl|location)":"(?:[^"]*?\\/)?([A-Z][A-Za-z]+)\\/([A-Za-z0-9\\-.]{1,64})(?:\\/_history\\/[^"]*)?"',
+  ].join('|'),
+  'g',
+);
 const MAX_ENTITIES = 200;
 
 function collect(re: RegExp, text: string | undefined, out: Set<string>, fmt: (m: RegExpExecArray) => string): void {
@@ -97,10 +106,13 @@ export function auditEventFor(a: AuditInput): AuditEvent | undefined {
   if (i?.type === 'Patient' && i.id) patients.add(i.id);
   const ok = a.status < 400;
   if (ok) {
-    collect(PATIENT_REF, a.responseText, patients, (m) => m[1]);
-    collect(PATIENT_SELF, a.responseText, patients, (m) => m[1]);
-    collect(FULL_URL, a.responseText, entities, (m) => `${m[1]}/${m[2]}`);
-    collect(LOCATION, a.responseText, entities, (m) => `${m[1]}/${m[2]}`);
+    if (a.responseText) {
+      RESPONSE.lastIndex = 0;
+      for (let m = RESPONSE.exec(a.responseText); m; m = RESPONSE.exec(a.responseText)) {
+        if (m[1] ?? m[2]) patients.add((m[1] ?? m[2])!);
+        else entities.add(`${m[3]}/${m[4]}`);
+      }
+    }
     if (a.location) collect(/\/([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})\/_history/g, a.location, entities, (m) => `${m[1]}/${m[2]}`);
   }
   if (i && ['C', 'U', 'E'].includes(i.action)) collect(PATIENT_REF, a.requestText, patients, (m) => m[1]);

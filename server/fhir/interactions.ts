@@ -191,12 +191,13 @@ async function create(ctx: TenantContext, req: FhirRequest, type: string): Promi
 async function update(ctx: TenantContext, req: FhirRequest, type: string, id: string): Promise<FhirResponse> {
   knownType(type);
   checkId(id);
+  // authorization first: a client that may not write learns nothing about the body's validity
+  assertInteraction(type, 'update');
+  const d = permit(ctx, type, 'u');
   const resource = bodyResource(req, type);
   if (resource.id === undefined) throw badRequest(`The ${type} in the body needs "id": "${id}" to match the URL`, [`${type}.id`]);
   if (resource.id !== id) throw badRequest(`The body id "${resource.id}" does not match the URL id "${id}"`, [`${type}.id`]);
   const ifMatch = ifMatchOf(req, ctx, 'update');
-  assertInteraction(type, 'update');
-  const d = permit(ctx, type, 'u');
   return run(ctx, async (tx) => {
     if (restricted(d) && (await store.read(tx, type, id))) await assertVisible(tx, ctx, type, id, d);
     const w = await store.update(tx, resource, id, { ifMatch, baseUrl: ctx.baseUrl });
