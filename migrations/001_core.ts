@@ -1,4 +1,5 @@
 import type { Knex } from 'knex';
+import { enableTenantRls } from '../server/db/tenant-rls';
 
 /** Tables that hold tenant data. Every one of them carries tenant_id and is guarded by RLS. */
 export const TENANT_TABLES = [
@@ -132,12 +133,7 @@ export async function up(knex: Knex): Promise<void> {
   `);
   await knex.raw(`GRANT USAGE ON SCHEMA public TO fhir_app`);
   for (const t of TENANT_TABLES) {
-    await knex.raw(`ALTER TABLE ${t} ENABLE ROW LEVEL SECURITY`);
-    await knex.raw(`ALTER TABLE ${t} FORCE ROW LEVEL SECURITY`);
-    await knex.raw(`
-      CREATE POLICY tenant_isolation ON ${t}
-        USING (tenant_id = current_setting('app.tenant', true))
-        WITH CHECK (tenant_id = current_setting('app.tenant', true))`);
+    await enableTenantRls(knex, t);
     await knex.raw(`GRANT SELECT, INSERT, UPDATE, DELETE ON ${t} TO fhir_app`);
   }
   await knex.raw(`GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO fhir_app`);

@@ -1,4 +1,5 @@
 import type { Knex } from 'knex';
+import { enableTenantRls } from '../server/db/tenant-rls';
 
 /**
  * The audit trail (server/audit/). Events are queued (audit_queue) by the request that causes
@@ -27,14 +28,7 @@ export async function up(knex: Knex): Promise<void> {
       PRIMARY KEY (tenant_id, seq)
     )`);
   await knex.raw(`CREATE UNIQUE INDEX audit_chain_res ON audit_chain (tenant_id, res_id)`);
-  for (const t of ['audit_queue', 'audit_chain']) {
-    await knex.raw(`ALTER TABLE ${t} ENABLE ROW LEVEL SECURITY`);
-    await knex.raw(`ALTER TABLE ${t} FORCE ROW LEVEL SECURITY`);
-    await knex.raw(`
-      CREATE POLICY tenant_isolation ON ${t}
-        USING (tenant_id = current_setting('app.tenant', true))
-        WITH CHECK (tenant_id = current_setting('app.tenant', true))`);
-  }
+  for (const t of ['audit_queue', 'audit_chain']) await enableTenantRls(knex, t);
   await knex.raw(`GRANT SELECT, INSERT, DELETE ON audit_queue TO fhir_app`);
   await knex.raw(`GRANT SELECT, INSERT ON audit_chain TO fhir_app`);
   await knex.raw(`GRANT USAGE, SELECT ON SEQUENCE audit_queue_seq_seq TO fhir_app`);
