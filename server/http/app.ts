@@ -10,6 +10,7 @@ import { httpDuration, httpRequests, registry as metrics, watchPool } from './me
 import { TenantDirectory } from './tenants';
 import { loadSigningKey } from '../auth/keys';
 import { TokenVerifier } from '../auth/tokens';
+import { AuthServers, authRouter, operatorRouter } from '../auth/router';
 
 export interface AppDeps {
   config: Config;
@@ -18,7 +19,7 @@ export interface AppDeps {
   redisPing?: () => Promise<void>;
 }
 
-export function createApp(deps: AppDeps): { app: express.Express; tenants: TenantDirectory } {
+export function createApp(deps: AppDeps): { app: express.Express; tenants: TenantDirectory; authServers: AuthServers } {
   const { config, db } = deps;
   const app = express();
   app.disable('x-powered-by');
@@ -80,8 +81,13 @@ export function createApp(deps: AppDeps): { app: express.Express; tenants: Tenan
     res.end(await metrics.metrics());
   });
 
-  const verifier = new TokenVerifier(config, loadSigningKey(config));
+  const key = loadSigningKey(config);
+  const verifier = new TokenVerifier(config, key);
   app.use('/fhir/:tenant', fhirRouter(config, db, tenants, verifier), fhirBodyErrors);
+  const authDeps = { config, db, tenants, key, verifier };
+  const authServers = new AuthServers(authDeps);
+  app.use('/auth/:tenant', authRouter(authDeps, authServers));
+  app.use('/admin', operatorRouter(config, db, tenants));
 
   app.use(express.static(path.resolve(__dirname, '../../web/public'), { index: 'index.html' }));
 
@@ -94,5 +100,5 @@ export function createApp(deps: AppDeps): { app: express.Express; tenants: Tenan
       }),
     );
   });
-  return { app, tenants };
+  return { app, tenants, authServers };
 }

@@ -14,6 +14,7 @@ import { routeTemplate } from './route-template';
 import { Access } from '../auth/access';
 import { InvalidToken, TokenVerifier } from '../auth/tokens';
 import { AccessDenied } from '../fhir/errors';
+import { smartConfiguration } from '../auth/smart-config';
 
 const FHIR_JSON = 'application/fhir+json; charset=utf-8';
 const JSON_TYPES = new Set(['application/fhir+json', 'application/json', 'application/json-patch+json', 'text/json']);
@@ -145,6 +146,14 @@ export function fhirRouter(config: Config, db: Knex, tenants: TenantDirectory, v
         throw FhirError.of(400, 'invalid', 'The URL path is not validly percent-encoded');
       }
       res.locals.route = routeTemplate(segments);
+      if (segments[0] === '.well-known' && segments[1] === 'smart-configuration' && segments.length === 2 && req.method === 'GET') {
+        // SMART discovery: always JSON whatever Accept says, no token (conformance.html).
+        res.locals.route = '/fhir/:tenant/.well-known/smart-configuration';
+        if (!(await tenants.get(req.params.tenant))) throw FhirError.of(404, 'not-found', `Unknown tenant "${req.params.tenant}"`);
+        res.setHeader('Cache-Control', 'public, max-age=300');
+        res.status(200).json(smartConfiguration(config, req.params.tenant));
+        return;
+      }
       if (!acceptable(req)) throw FhirError.of(406, 'not-supported', 'This server speaks FHIR JSON only (application/fhir+json)');
       const tenantId = req.params.tenant;
       const tenant = await tenants.get(tenantId);
