@@ -134,6 +134,7 @@ describe('standalone launch (practitioner, password + TOTP, PKCE)', () => {
     expect(tok.body.need_patient_banner).toBe(true);
     expect(tok.body.smart_style_url).toMatch(/^http/);
     expect(tok.body.refresh_token).toBeTruthy();
+    expect(tok.body.scope.split(' ')).toEqual(expect.arrayContaining(['openid', 'fhirUser', 'launch/patient', 'offline_access', 'patient/*.rs']));
     const claims = decodeJwt(tok.body.access_token);
     expect(claims).toMatchObject({ iss: issuer, aud: s.baseUrl, tenant: s.tenant, patient: patientId, role: 'physician', fhirUser: 'Practitioner/p2', client_id: app.client_id });
     expect(String(claims.scope).split(' ')).toEqual(expect.arrayContaining(['patient/*.rs']));
@@ -339,6 +340,7 @@ describe('client registration (tenant admin)', () => {
     const tok = await tokenRequest(issuer, { grant_type: 'authorization_code', code, redirect_uri: REDIRECT, code_verifier: verifier }, { Authorization: basic });
     expect(tok.status).toBe(200);
     expect(tok.body.scope).toBe('user/Patient.rs');
+    expect(decodeJwt(tok.body.access_token).scope).toBe('user/Patient.rs');
     const api = await s.as(tok.body.access_token);
     expect((await api.get(`${s.base}/Patient?_count=5`)).status).toBe(200);
     expect((await api.get(`${s.base}/Observation`)).status).toBe(403);
@@ -424,5 +426,22 @@ describe('backend services (client_credentials + private_key_jwt)', () => {
     expect(wide.body.error).toBe('invalid_scope');
     const userScope = await c.request('user/Patient.rs');
     expect(userScope.body.error).toBe('invalid_scope');
+  });
+});
+
+describe('sessions and TOTP codes', () => {
+  test('session: 15 minutes idle, at most 8 hours after sign-in', async () => {
+    const { sessionTtl } = await import('../server/auth/provider');
+    const now = 1_800_000_000;
+    expect(sessionTtl(now, now)).toBe(15 * 60);
+    expect(sessionTtl(now - 7 * 3600, now)).toBe(15 * 60);
+    expect(sessionTtl(now - 8 * 3600 + 60, now)).toBe(60);
+    expect(sessionTtl(now - 9 * 3600, now)).toBe(1);
+  });
+
+  test('TOTP matches the RFC 6238 test vector', () => {
+    // RFC 6238 appendix B, SHA-1 secret "12345678901234567890" at T=59 s -> 94287082 (8 digits; 6 digits: 287082)
+    const { base32Encode } = jest.requireActual('../server/auth/totp');
+    expect(totpCode(base32Encode(Buffer.from('12345678901234567890')), 59_000)).toBe('287082');
   });
 });

@@ -8,13 +8,13 @@
 import { createHmac } from 'node:crypto';
 import type { Knex } from 'knex';
 import { decodeJwt } from 'jose';
-import Provider, { errors } from 'oidc-provider';
 import type { Config } from '../config';
 import { logger } from '../log';
 import { AuthStore, adapterFor } from './adapter';
 import { emitAuthEvent } from './events';
 import type { SigningKey } from './keys';
-import { mediate, OIDC_SCOPES } from './scope-policy';
+import { ROUTES } from './routes';
+import { mediate, OIDC_SCOPES as OIDC_SCOPES_LIST } from './scope-policy';
 import { audienceOf, issuerOf } from './tokens';
 import { findUserById } from './users';
 
@@ -38,15 +38,19 @@ export const TTL = {
   sessionAbsolute: 8 * 3600,
 };
 
-/** Where each route lives under the issuer. */
-export const ROUTES = {
-  authorization: '/authorize',
-  token: '/token',
-  jwks: '/jwks',
-  userinfo: '/userinfo',
-  revocation: '/token/revocation',
-  end_session: '/logout',
-};
+/** oidc-provider, loaded on the first tenant's first auth request (ESM; require(esm) on Node >= 20.19). */
+let oidcLib: any;
+function oidc(): { Provider: any; errors: any } {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  oidcLib ??= require('oidc-provider');
+  return { Provider: oidcLib.default ?? oidcLib.Provider ?? oidcLib, errors: oidcLib.errors };
+}
+
+/** Seconds a session lives from now: 15 minutes idle, never past 8 hours after sign-in. */
+export function sessionTtl(loginTs: number | undefined, now = Math.floor(Date.now() / 1000)): number {
+  const absolute = (loginTs ?? now) + TTL.sessionAbsolute - now;
+  return Math.max(1, Math.min(TTL.sessionIdle, absolute));
+}
 
 export interface TenantAuth {
   provider: any;
@@ -72,6 +76,7 @@ export function createTenantAuth(config: Config, db: Knex, key: SigningKey, tena
   const store = new AuthStore(db, tenant);
   const cookieKey = createHmac('sha256', String(key.privateJwk.d)).update(`cookies:${tenant}`).digest('base64url');
 
+  const { Provider, errors } = oidc();
   const provider = new Provider(issuer, {
     adapter: adapterFor(store),
     jwks: { keys: [key.privateJwk] },
@@ -82,7 +87,7 @@ export function createTenantAuth(config: Config, db: Knex, key: SigningKey, tena
       short: { httpOnly: true, sameSite: 'lax', signed: true },
     },
     routes: ROUTES,
-    scopes: OIDC_SCOPES,
+    scopes: OIDC_SCOPES_LIST,
     claims: { openid: ['sub'], fhirUser: ['fhirUser'], email: ['email'] },
     conformIdTokenClaims: false,
     extraParams: ['launch', 'aud'],
@@ -179,11 +184,7 @@ export function createTenantAuth(config: Config, db: Knex, key: SigningKey, tena
       Interaction: TTL.interaction,
       // Idle timeout: every request that touches the session pushes its expiry 15 minutes out,
       // never beyond 8 hours after sign-in.
-      Session: (_ctx: any, session: any) => {
-        const now = Math.floor(Date.now() / 1000);
-        const absolute = (session?.loginTs ?? now) + TTL.sessionAbsolute - now;
-        return Math.max(1, Math.min(TTL.sessionIdle, absolute));
-      },
+      Session: (_ctx: any, session: any) => sessionTtl(session?.loginTs),
     },
     issueRefreshToken: async (_ctx: any, client: any, code: any) =>
       client.grantTypeAllowed('refresh_token') && code.scopes.has('offline_access'),
@@ -206,6 +207,10 @@ export function createTenantAuth(config: Config, db: Knex, key: SigningKey, tena
     }
     const grantId = ctx.oidc.entities?.Grant?.jti;
     const c = (grantId ? await store.get(SMART_CONTEXT, grantId) : undefined) as SmartContext | undefined;
+    // The granted scopes as SMART apps expect them: the OpenID/launch scopes along with the
+    // resource scopes (oidc-provider reports only the access token's resource scopes).
+    const oidcScope: string | undefined = ctx.oidc.entities?.Grant?.getOIDCScope?.();
+    if (oidcScope) ctx.body.scope = [...new Set([...oidcScope.split(' '), ...String(ctx.body.scope ?? '').split(' ')])].filter(Boolean).join(' ');
     if (claims.patient) ctx.body.patient = claims.patient;
     if (claims.encounter) ctx.body.encounter = claims.encounter;
     if (claims.role) {

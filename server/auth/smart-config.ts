@@ -1,6 +1,6 @@
 /** `GET /fhir/{tenant}/.well-known/smart-configuration` (SMART App Launch 2.x, conformance.html). */
 import type { Config } from '../config';
-import { ROUTES } from './provider';
+import { ROUTES } from './routes';
 import { issuerOf } from './tokens';
 
 export function smartConfiguration(config: Config, tenant: string) {
