@@ -13,6 +13,7 @@ import { startTestServer, TestServer, FHIR_JSON } from './helpers/test-server';
 import { authorizeUrl, Browser, pkce, staffSignIn, tokenRequest } from './helpers/smart-browser';
 import { createUser } from '../server/auth/users';
 import { newTotpSecret, totpCode } from '../server/auth/totp';
+import { AuthEvent, onAuthEvent } from '../server/auth/events';
 
 let s: TestServer;
 let smtp: SMTPServer;
@@ -166,6 +167,13 @@ describe('standalone launch (practitioner, password + TOTP, PKCE)', () => {
     expect(typeof intro.body.exp).toBe('number');
     const introRt = await s.anon.post(`/auth/${s.tenant}/token/introspection`).set('Authorization', `Bearer ${sys}`).type('form').send({ token: ref.body.refresh_token ?? tok.body.refresh_token });
     expect(introRt.body).toMatchObject({ active: true, client_id: app.client_id, patient: patientId });
+    // revoking the refresh token ends it
+    const rt = ref.body.refresh_token ?? tok.body.refresh_token;
+    const rev = await fetch(`${issuer}/token/revocation`, { method: 'POST', headers: { 'Content-Type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ token: rt, client_id: app.client_id }).toString() });
+    expect(rev.status).toBe(200);
+    const introRevoked = await s.anon.post(`/auth/${s.tenant}/token/introspection`).set('Authorization', `Bearer ${sys}`).type('form').send({ token: rt });
+    expect(introRevoked.body).toEqual({ active: false });
+    expect((await tokenRequest(issuer, { grant_type: 'refresh_token', refresh_token: rt, client_id: app.client_id })).body.error).toBe('invalid_grant');
     const bogus = await s.anon.post(`/auth/${s.tenant}/token/introspection`).set('Authorization', `Bearer ${sys}`).type('form').send({ token: 'nope' });
     expect(bogus.body).toEqual({ active: false });
     expect((await s.anon.post(`/auth/${s.tenant}/token/introspection`).type('form').send({ token: 'nope' })).status).toBe(401);
@@ -260,6 +268,22 @@ describe('patients sign in with an emailed one-time code (real SMTP)', () => {
     expect([403, 404]).toContain((await api.get(`${s.base}/Patient/${otherPatientId}`)).status);
   });
 
+  test('the magic link signs in, once', async () => {
+    const app = await registerApp();
+    const b = browser();
+    const { verifier, challenge } = pkce();
+    const login = await b.go(authorizeUrl(issuer, { response_type: 'code', client_id: app.client_id, redirect_uri: REDIRECT, scope: 'patient/*.rs', state: 'm', aud: s.baseUrl, code_challenge: challenge, code_challenge_method: 'S256' }), REDIRECT);
+    const before = mails.length;
+    await b.submit(login, 'email', { email: 'anna@example.org' }, REDIRECT);
+    for (let i = 0; i < 50 && mails.length === before; i++) await new Promise((r) => setTimeout(r, 50));
+    const body = mails[mails.length - 1].replace(/=\r?\n/g, '').replace(/=3D/gi, '=');
+    const link = /(http:\/\/\S+\/magic\?t=[A-Za-z0-9_-]+)/.exec(body)![1];
+    const done = await b.go(link, REDIRECT);
+    const tok = await tokenRequest(issuer, { grant_type: 'authorization_code', code: new URL(done.location!).searchParams.get('code')!, redirect_uri: REDIRECT, client_id: app.client_id, code_verifier: verifier });
+    expect(tok.body.patient).toBe(patientId);
+    expect((await b.go(link, REDIRECT)).status).toBe(400); // that sign-in is over
+  });
+
   test('an unknown address gets the same answer and no mail', async () => {
     const app = await registerApp();
     const b = browser();
@@ -301,6 +325,10 @@ describe('TOTP and lockout', () => {
   });
 
   test('5 failed sign-ins from one IP lock it out, even with the right password', async () => {
+    const events: AuthEvent[] = [];
+    const off = onAuthEvent((e) => {
+      if (e.tenant === s.tenant) events.push(e);
+    });
     const b = browser();
     let page = await start(b);
     for (let i = 0; i < 5; i++) {
@@ -314,6 +342,13 @@ describe('TOTP and lockout', () => {
     const other = browser();
     const totp = await other.submit(await start(other), 'login', { email: 'dr@example.org', password: PW }, REDIRECT);
     expect(totp.html).toContain('Verification code');
+    off();
+    // the sign-in events for the audit trail: failures, the lockout, the MFA challenge; never the email
+    const types = events.map((e) => e.type);
+    expect(types.filter((t) => t === 'login-failure')).toHaveLength(5);
+    expect(types).toEqual(expect.arrayContaining(['lockout', 'mfa-challenge']));
+    expect(events.find((e) => e.type === 'lockout')).toMatchObject({ outcome: 'failure', ip: b.ip });
+    expect(JSON.stringify(events)).not.toContain('dr@example.org');
   });
 });
 

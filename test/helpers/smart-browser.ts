@@ -14,7 +14,7 @@ export interface Page {
 
 export class Browser {
   private jar = new Map<string, string>();
-  constructor(private ip = '10.9.0.1') {}
+  constructor(readonly ip = '10.9.0.1') {}
 
   async request(url: string, init: { method?: string; form?: Record<string, string> } = {}): Promise<Page> {
     const headers: Record<string, string> = { 'X-Forwarded-For': this.ip };
