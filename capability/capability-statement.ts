@@ -3,6 +3,7 @@ import type { CapabilityStatement, CapabilityStatementRestResource } from 'fhir/
 import { OPERATIONS, registry } from '../resources';
 import { isSupportedParam } from '../server/search/query';
 import type { TenantSettings } from '../server/fhir/types';
+import { capabilitySecurity } from '../server/auth/smart-config';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const pkg = require('../package.json');
 
@@ -57,6 +58,7 @@ export function capabilityStatement(baseUrl: string, settings: TenantSettings): 
     rest: [
       {
         mode: 'server',
+        security: capabilitySecurity(baseUrl),
         resource: resources,
         interaction: [{ code: 'transaction' }, { code: 'batch' }, { code: 'history-system' }],
         operation: OPERATIONS.filter((o) => o.level.includes('system')).map((o) => ({ name: o.name, definition: o.definition })),

@@ -30,6 +30,12 @@ export interface Config {
   accessTokenTtlSeconds: number;
   /** Extra origins (comma-separated CORS_ORIGINS) allowed to call the API from a browser. */
   corsOrigins: string[];
+  /** SMTP server for sign-in mails (patients' one-time codes); unset = the local outbox. */
+  smtpUrl?: string;
+  /** From address of those mails. */
+  mailFrom: string;
+  /** Operator key for the server-wide admin API (POST /admin/tenants); unset = that API is off. */
+  adminApiKey?: string;
 }
 
 function parseBytes(v: string): number {
@@ -65,6 +71,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     signingKey: env.SIGNING_KEY || undefined,
     signingKeyFile: env.SIGNING_KEY_FILE || undefined,
     accessTokenTtlSeconds: Number(env.ACCESS_TOKEN_TTL_SECONDS ?? 3600),
+    smtpUrl: env.SMTP_URL || undefined,
+    mailFrom: env.MAIL_FROM ?? 'FHIR practice server <no-reply@localhost>',
+    adminApiKey: env.ADMIN_API_KEY || undefined,
     corsOrigins: (env.CORS_ORIGINS ?? '').split(',').map((o) => o.trim().replace(/\/+$/, '')).filter(Boolean),
   };
 }

@@ -10,6 +10,7 @@ import { createApp } from './http/app';
 import { ensureTenant } from './http/tenants';
 import { logger } from './log';
 import { loadDemoData } from './demo/load-demo';
+import { DEMO_CREDENTIALS, ensureDemoAuth } from './demo/demo-auth';
 import { ensureSigningKey, signingKeyFile } from './auth/keys';
 
 const HELP = `Usage: npm start [-- --help]
@@ -36,12 +37,17 @@ Environment:
                        on first start. Keep it secret: whoever has it can mint tokens.
   ACCESS_TOKEN_TTL_SECONDS  lifetime of issued access tokens (default 3600)
   CORS_ORIGINS         extra browser origins allowed to call the API (comma-separated)
+  SMTP_URL             SMTP server for patients' sign-in codes (e.g. smtp://user:pw@mail:587);
+                       unset = messages go to a local outbox (/auth/{tenant}/outbox in DEMO mode)
+  MAIL_FROM            From address of those messages
+  ADMIN_API_KEY        operator key for POST /admin/tenants (unset = that API is off)
 
 Every FHIR request needs an access token (Authorization: Bearer ...), except /metadata and
 /.well-known/*. For scripts on the server's machine: npm run -s token -- --help
 
 Endpoints:
-  /fhir/{tenant}       FHIR R4 base (e.g. /fhir/demo/metadata)
+  /fhir/{tenant}       FHIR R4 base (e.g. /fhir/demo/metadata, /fhir/demo/.well-known/smart-configuration)
+  /auth/{tenant}       the tenant's OAuth 2 / OpenID Connect authorization server (SMART App Launch)
   /healthz /readyz     liveness and readiness
   /metrics             Prometheus metrics
 `;
@@ -59,6 +65,7 @@ async function main(): Promise<void> {
     if (config.demo) {
       await ensureTenant(db.owner, 'demo', 'Demo practice');
       await loadDemoData(db.app, config);
+      await ensureDemoAuth(db.app, config);
     }
     if (workers > 1) {
       await db.close();
@@ -153,6 +160,15 @@ function printBanner(config: ReturnType<typeof loadConfig>, workers: number, eng
     `  Capability:     ${config.publicUrl}/fhir/demo/metadata`,
     `  Portal:         ${config.publicUrl}/`,
     `  Access token:   ${tokenCommand(config)}`,
+    ...(config.demo
+      ? [
+          `  Sign-in (demo): ${config.publicUrl}/  (the portal signs in through ${config.publicUrl}/auth/demo)`,
+          `    practitioner  ${DEMO_CREDENTIALS.practitioner.email} / ${DEMO_CREDENTIALS.practitioner.password}`,
+          `    admin         ${DEMO_CREDENTIALS.admin.email} / ${DEMO_CREDENTIALS.admin.password}`,
+          `    TOTP secret   ${DEMO_CREDENTIALS.totpSecret} (demo mode shows the current code on the page)`,
+          `    patient       ${DEMO_CREDENTIALS.patient.email} (code by email: ${config.smtpUrl ? 'sent over SMTP_URL' : `${config.publicUrl}/auth/demo/outbox`})`,
+        ]
+      : []),
     `  Health:         ${config.publicUrl}/healthz   Metrics: ${config.publicUrl}/metrics`,
     '',
   ];

@@ -99,7 +99,14 @@ export class AuditTrail {
     await this.flush();
   }
 
+  private closers: Array<() => void> = [];
+  /** Runs `fn` when the trail closes (e.g. to unsubscribe an event source). */
+  onClose(fn: () => void): void {
+    this.closers.push(fn);
+  }
+
   async close(): Promise<void> {
+    for (const fn of this.closers.splice(0)) fn();
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     if (this.sweeper) clearInterval(this.sweeper);

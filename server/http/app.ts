@@ -11,9 +11,11 @@ import { TenantDirectory } from './tenants';
 import { loadSigningKey } from '../auth/keys';
 import { TokenVerifier } from '../auth/tokens';
 import { AuditTrail } from '../audit/trail';
+import { auditSignIns } from '../audit/sign-in';
 import helmet from 'helmet';
 import cors, { CorsRequest } from 'cors';
 import { RateLimits } from './rate-limit';
+import { AuthServers, authRouter, operatorRouter } from '../auth/router';
 
 export interface AppDeps {
   config: Config;
@@ -50,7 +52,13 @@ function corsFor(config: Config, tenants: TenantDirectory) {
   });
 }
 
-export function createApp(deps: AppDeps): { app: express.Express; tenants: TenantDirectory; audit: AuditTrail; limits: RateLimits } {
+export function createApp(deps: AppDeps): {
+  app: express.Express;
+  tenants: TenantDirectory;
+  audit: AuditTrail;
+  limits: RateLimits;
+  authServers: AuthServers;
+} {
   const { config, db } = deps;
   const app = express();
   app.disable('x-powered-by');
@@ -61,7 +69,21 @@ export function createApp(deps: AppDeps): { app: express.Express; tenants: Tenan
   app.use(
     helmet({
       strictTransportSecurity: { maxAge: 31536000, includeSubDomains: true },
-      contentSecurityPolicy: { directives: { defaultSrc: ["'self'"], scriptSrc: ["'self'"], styleSrc: ["'self'"], imgSrc: ["'self'", 'data:'], connectSrc: ["'self'"], frameAncestors: ["'none'"] } },
+      // No form-action: the sign-in form's answer redirects to the app's redirect_uri on another
+      // origin. Inline styles: the sign-in pages carry theirs.
+      contentSecurityPolicy: {
+        useDefaults: false,
+        directives: {
+          defaultSrc: ["'self'"],
+          scriptSrc: ["'self'"],
+          styleSrc: ["'self'", "'unsafe-inline'"],
+          imgSrc: ["'self'", 'data:'],
+          connectSrc: ["'self'"],
+          objectSrc: ["'none'"],
+          baseUri: ["'self'"],
+          frameAncestors: ["'none'"],
+        },
+      },
       crossOriginResourcePolicy: { policy: 'same-site' },
     }),
   );
@@ -121,10 +143,16 @@ export function createApp(deps: AppDeps): { app: express.Express; tenants: Tenan
     res.end(await metrics.metrics());
   });
 
-  const verifier = new TokenVerifier(config, loadSigningKey(config));
+  const key = loadSigningKey(config);
+  const verifier = new TokenVerifier(config, key);
   const audit = new AuditTrail(db);
+  audit.onClose(auditSignIns(audit));
   const limits = new RateLimits(config.redisUrl);
   app.use('/fhir/:tenant', corsFor(config, tenants), fhirRouter(config, db, tenants, { verifier, audit, limits }), fhirBodyErrors);
+  const authDeps = { config, db, tenants, key, verifier };
+  const authServers = new AuthServers(authDeps);
+  app.use('/auth/:tenant', authRouter(authDeps, authServers));
+  app.use('/admin', operatorRouter(config, db, tenants));
 
   app.use(express.static(path.resolve(__dirname, '../../web/public'), { index: 'index.html' }));
 
@@ -137,5 +165,5 @@ export function createApp(deps: AppDeps): { app: express.Express; tenants: Tenan
       }),
     );
   });
-  return { app, tenants, audit, limits };
+  return { app, tenants, audit, limits, authServers };
 }

@@ -18,6 +18,7 @@ import type { AuditTrail } from '../audit/trail';
 import { auditEventFor } from '../audit/fhir-requests';
 import { logger } from '../log';
 import type { RateLimits } from './rate-limit';
+import { smartConfiguration } from '../auth/smart-config';
 
 const FHIR_JSON = 'application/fhir+json; charset=utf-8';
 const JSON_TYPES = new Set(['application/fhir+json', 'application/json', 'application/json-patch+json', 'text/json']);
@@ -183,6 +184,14 @@ export function fhirRouter(config: Config, db: Knex, tenants: TenantDirectory, {
         throw FhirError.of(400, 'invalid', 'The URL path is not validly percent-encoded');
       }
       res.locals.route = routeTemplate(segments);
+      if (segments[0] === '.well-known' && segments[1] === 'smart-configuration' && segments.length === 2 && req.method === 'GET') {
+        // SMART discovery: always JSON whatever Accept says, no token (conformance.html).
+        res.locals.route = '/fhir/:tenant/.well-known/smart-configuration';
+        if (!(await tenants.get(req.params.tenant))) throw FhirError.of(404, 'not-found', `Unknown tenant "${req.params.tenant}"`);
+        res.setHeader('Cache-Control', 'public, max-age=300');
+        res.status(200).json(smartConfiguration(config, req.params.tenant));
+        return;
+      }
       if (!acceptable(req)) throw FhirError.of(406, 'not-supported', 'This server speaks FHIR JSON only (application/fhir+json)');
       const tenant = await tenants.get(req.params.tenant);
       if (!tenant) throw FhirError.of(404, 'not-found', `Unknown tenant "${req.params.tenant}"`);

@@ -164,3 +164,32 @@ test('health and readiness', async () => {
   const ready = await json(await fetch(`${origin}/readyz`));
   expect(ready.body.checks.database).toBe('ok');
 });
+
+test('the demo users printed in the banner sign in through the portal (SMART, PKCE)', async () => {
+  const { Browser, pkce, authorizeUrl, tokenRequest } = await import('../helpers/smart-browser');
+  const origin = new URL(base).origin;
+  const issuer = `${origin}/auth/demo`;
+  const redirect = `${origin}/`;
+  const email = /practitioner\s+(\S+@\S+) \/ (\S+)/.exec(output)!;
+  const b = new Browser();
+  const { verifier, challenge } = pkce();
+  const login = await b.go(authorizeUrl(issuer, { response_type: 'code', client_id: 'portal', redirect_uri: redirect, scope: 'openid fhirUser user/*.rs', state: 's', aud: base, code_challenge: challenge, code_challenge_method: 'S256' }), `${redirect}?`);
+  const totp = await b.submit(login, 'login', { email: email[1], password: email[2] }, `${redirect}?`);
+  const code = /current code is <b>(\d{6})<\/b>/.exec(totp.html)![1];
+  const done = await b.submit(totp, 'totp', { code }, `${redirect}?`);
+  const tok = await tokenRequest(issuer, { grant_type: 'authorization_code', code: new URL(done.location!).searchParams.get('code')!, redirect_uri: redirect, client_id: 'portal', code_verifier: verifier });
+  expect(tok.status).toBe(200);
+  const r = await fetch(`${base}/Slot?status=free&_count=1`, { headers: { Authorization: `Bearer ${tok.body.access_token}` } });
+  expect(r.status).toBe(200);
+  // the patient: code from the demo outbox
+  const p = new Browser('10.2.2.2');
+  const p2 = pkce();
+  const l2 = await p.go(authorizeUrl(issuer, { response_type: 'code', client_id: 'portal', redirect_uri: redirect, scope: 'openid fhirUser user/*.rs', state: 't', aud: base, code_challenge: p2.challenge, code_challenge_method: 'S256' }), `${redirect}?`);
+  const patientEmail = /patient\s+(\S+@\S+)/.exec(output)![1];
+  const codePage = await p.submit(l2, 'email', { email: patientEmail }, `${redirect}?`);
+  const mail = /sign-in code is (\d{6})/.exec(await (await fetch(`${issuer}/outbox`)).text())![1];
+  const d2 = await p.submit(codePage, 'code', { code: mail }, `${redirect}?`);
+  const t2 = await tokenRequest(issuer, { grant_type: 'authorization_code', code: new URL(d2.location!).searchParams.get('code')!, redirect_uri: redirect, client_id: 'portal', code_verifier: p2.verifier });
+  expect(t2.status).toBe(200);
+  expect(t2.body.patient).toBeTruthy();
+});

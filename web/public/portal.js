@@ -1,10 +1,49 @@
-// The portal is a client of the tenant's FHIR API, nothing more. ?tenant=slug picks the practice.
+// The portal is a SMART app (public client "portal", PKCE) and a client of the tenant's FHIR API,
+// nothing more. ?tenant=slug picks the practice. Tokens live in sessionStorage (this tab only).
 (async function () {
-  const tenant = new URLSearchParams(location.search).get('tenant') || 'demo';
+  const params = new URLSearchParams(location.search);
+  const tenant = params.get('tenant') || sessionStorage.getItem('portal.tenant') || 'demo';
   const base = `${location.origin}/fhir/${encodeURIComponent(tenant)}`;
+  const redirectUri = `${location.origin}/`;
+  const clientId = 'portal';
   document.getElementById('base').textContent = base;
+  const status = document.getElementById('signin');
+  const b64url = (bytes) => btoa(String.fromCharCode(...new Uint8Array(bytes))).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+
+  async function signIn() {
+    const conf = await (await fetch(`${base}/.well-known/smart-configuration`)).json();
+    const verifier = b64url(crypto.getRandomValues(new Uint8Array(32)));
+    const challenge = b64url(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(verifier)));
+    const state = b64url(crypto.getRandomValues(new Uint8Array(16)));
+    sessionStorage.setItem('portal.pkce', JSON.stringify({ verifier, state, tokenEndpoint: conf.token_endpoint, tenant }));
+    const u = new URL(conf.authorization_endpoint);
+    for (const [k, v] of Object.entries({ response_type: 'code', client_id: clientId, redirect_uri: redirectUri, scope: 'openid fhirUser user/*.rs', state, aud: base, code_challenge: challenge, code_challenge_method: 'S256' })) u.searchParams.set(k, v);
+    location.assign(u.href);
+  }
+
+  async function finishSignIn() {
+    const saved = JSON.parse(sessionStorage.getItem('portal.pkce') || 'null');
+    sessionStorage.removeItem('portal.pkce');
+    history.replaceState(null, '', location.pathname + (saved && saved.tenant !== 'demo' ? `?tenant=${saved.tenant}` : ''));
+    if (!saved || params.get('state') !== saved.state) throw new Error('the sign-in answer does not match this tab');
+    if (params.get('error')) throw new Error(`sign-in refused: ${params.get('error')}`);
+    const res = await fetch(saved.tokenEndpoint, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: 'authorization_code', code: params.get('code'), redirect_uri: redirectUri, client_id: clientId, code_verifier: saved.verifier }),
+    });
+    const tok = await res.json();
+    if (!res.ok) throw new Error(`token request failed: ${tok.error_description || tok.error}`);
+    sessionStorage.setItem('portal.token', JSON.stringify({ access: tok.access_token, exp: Date.now() + (tok.expires_in || 3600) * 1000 }));
+    sessionStorage.setItem('portal.tenant', saved.tenant);
+  }
+
+  const tokenOf = () => {
+    const t = JSON.parse(sessionStorage.getItem('portal.token') || 'null');
+    return t && t.exp > Date.now() + 10000 ? t.access : undefined;
+  };
   const get = async (path) => {
-    const res = await fetch(base + path, { headers: { Accept: 'application/fhir+json' } });
+    const res = await fetch(base + path, { headers: { Accept: 'application/fhir+json', Authorization: `Bearer ${tokenOf()}` } });
     if (!res.ok) throw new Error(`${path}: HTTP ${res.status}`);
     return res.json();
   };
@@ -12,6 +51,22 @@
     const ul = document.getElementById(id);
     ul.replaceChildren(...(items.length ? items : ['None yet']).map((t) => Object.assign(document.createElement('li'), { textContent: t })));
   };
+  const button = (label, fn) => Object.assign(document.createElement('button'), { textContent: label, onclick: fn });
+
+  try {
+    if (params.get('code') || params.get('error')) await finishSignIn();
+  } catch (err) {
+    status.textContent = `Sign-in failed: ${err.message}. `;
+  }
+  const cs = await (await fetch(`${base}/metadata`)).json().catch(() => undefined);
+  if (cs && cs.software) document.getElementById('server').textContent = `${cs.software.name} ${cs.software.version}, FHIR ${cs.fhirVersion}, ${cs.rest[0].resource.length} resource types.`;
+  if (!tokenOf()) {
+    status.append('Sign in to see the practice. ', button('Sign in', () => signIn().catch((e) => (status.textContent = e.message))));
+    list('practitioners', ['Sign in first']);
+    list('slots', ['Sign in first']);
+    return;
+  }
+  status.replaceChildren('Signed in. ', button('Sign out', () => { sessionStorage.removeItem('portal.token'); location.reload(); }));
   try {
     const orgs = await get('/Organization?_count=1');
     const org = orgs.entry && orgs.entry[0] && orgs.entry[0].resource;
@@ -31,10 +86,7 @@
       .map((e) => e.resource)
       .sort((a, b) => a.start.localeCompare(b.start))
       .map((s) => `${fmt.format(new Date(s.start))} (${Math.round((Date.parse(s.end) - Date.parse(s.start)) / 60000)} min)`));
-    const cs = await get('/metadata');
-    document.getElementById('server').textContent =
-      `${cs.software.name} ${cs.software.version}, FHIR ${cs.fhirVersion}, ${cs.rest[0].resource.length} resource types.`;
   } catch (err) {
-    document.getElementById('server').textContent = `Could not reach the FHIR API: ${err.message}`;
+    document.getElementById('server').textContent = `Could not read the FHIR API: ${err.message}`;
   }
 })();

@@ -1,0 +1,30 @@
+/** Failed sign-ins per client IP: 5 within 15 minutes lock that IP out of the tenant's sign-in for the rest of the window. */
+import { createHash } from 'node:crypto';
+import type { Knex } from 'knex';
+import { inTenant } from '../db/tenant-tx';
+
+export const LOCKOUT = { maxFailures: 5, windowMinutes: 15 };
+
+export async function isLockedOut(db: Knex, tenant: string, ip: string): Promise<boolean> {
+  return inTenant(db, tenant, async (tx) => {
+    const r = await tx.raw(
+      `SELECT count(*)::int AS n FROM auth_failures WHERE tenant_id = ? AND ip = ? AND at > now() - make_interval(mins => ?)`,
+      [tenant, ip, LOCKOUT.windowMinutes],
+    );
+    return r.rows[0].n >= LOCKOUT.maxFailures;
+  });
+}
+
+/** Records a failure; returns true when this failure locked the IP out. */
+export async function recordFailure(db: Knex, tenant: string, ip: string, email?: string): Promise<boolean> {
+  const emailHash = email ? createHash('sha256').update(email.trim().toLowerCase()).digest('hex').slice(0, 16) : null;
+  return inTenant(db, tenant, async (tx) => {
+    await tx.raw(`DELETE FROM auth_failures WHERE tenant_id = ? AND at < now() - interval '1 day'`, [tenant]);
+    await tx.raw(`INSERT INTO auth_failures (tenant_id, ip, email_hash) VALUES (?, ?, ?)`, [tenant, ip, emailHash]);
+    const r = await tx.raw(
+      `SELECT count(*)::int AS n FROM auth_failures WHERE tenant_id = ? AND ip = ? AND at > now() - make_interval(mins => ?)`,
+      [tenant, ip, LOCKOUT.windowMinutes],
+    );
+    return r.rows[0].n === LOCKOUT.maxFailures;
+  });
+}
