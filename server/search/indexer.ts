@@ -12,6 +12,7 @@ import { compositeComponents, MAX_COMPONENTS } from './composite';
 import { MAX_DATE, MIN_DATE, parseFhirDate } from './fhir-date';
 import { normalizeString } from './normalize';
 import { compilePath } from './path-extract';
+import { DATE_SPAN_MS } from './date-span';
 
 export const INDEX_TABLES = [
   'idx_string', 'idx_token', 'idx_date', 'idx_number', 'idx_quantity', 'idx_reference', 'idx_uri', 'idx_composite',
@@ -199,6 +200,14 @@ function pgTimestamp(d: Date): string {
   return d.toISOString();
 }
 
+/** idx_date.span (migrations/006): 0 = at most a day, 1 = at most 366 days, 2 = longer or open. */
+function spanClass(lo: Date, hi: Date): number {
+  if (pgTimestamp(lo).endsWith('infinity') || pgTimestamp(hi).endsWith('infinity')) return DATE_SPAN_MS.length;
+  const ms = hi.getTime() - lo.getTime();
+  const k = DATE_SPAN_MS.findIndex((max) => ms <= max);
+  return k < 0 ? DATE_SPAN_MS.length : k;
+}
+
 export function extractIndexRows(resource: Resource, opts: { baseUrl?: string } = {}): IndexRows {
   const rows: IndexRows = {};
   const type = resource.resourceType;
@@ -245,7 +254,7 @@ export function extractIndexRows(resource: Resource, opts: { baseUrl?: string } 
           case 'date': {
             const ranges: Array<[Date, Date]> = [];
             dateRanges(v, ranges);
-            for (const [lo, hi] of ranges) add({ lo: pgTimestamp(lo), hi: pgTimestamp(hi) });
+            for (const [lo, hi] of ranges) add({ lo: pgTimestamp(lo), hi: pgTimestamp(hi), span: spanClass(lo, hi) });
             break;
           }
           case 'number':
@@ -520,7 +529,7 @@ const TEXT = 'text';
 export const COLUMN_TYPES: Record<IndexTable, Record<string, string>> = {
   idx_string: { value: TEXT, exact: TEXT },
   idx_token: { system: TEXT, code: TEXT, display: TEXT, type_system: TEXT, type_code: TEXT },
-  idx_date: { lo: 'timestamptz', hi: 'timestamptz' },
+  idx_date: { lo: 'timestamptz', hi: 'timestamptz', span: 'smallint' },
   idx_number: { value: 'numeric', lo: 'numeric', hi: 'numeric' },
   idx_quantity: { system: TEXT, code: TEXT, unit: TEXT, value: 'numeric', lo: 'numeric', hi: 'numeric' },
   idx_reference: { target_type: TEXT, target_id: TEXT, url: TEXT },
