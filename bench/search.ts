@@ -67,6 +67,7 @@ const S = {
   timeout: intEnv('BENCH_TIMEOUT', 3600),
   /** 1: keep the database and data of the previous run (no recreate, no load; see README). */
   reuse: process.env.BENCH_SEARCH_REUSE === '1',
+  cpuProfDir: process.env.BENCH_CPU_PROF || '',
 };
 
 // ---- deterministic randomness --------------------------------------------------------------
@@ -555,7 +556,7 @@ async function main(): Promise<void> {
     log(`recreating database ${db.name}`);
     await recreateDatabase(db.adminUrl, db.name);
   }
-  const server = await startServer(S.databaseUrl, S.webConcurrency, stamp, { logPrefix: 'search-server' });
+  const server = await startServer(S.databaseUrl, S.webConcurrency, stamp, { logPrefix: 'search-server', cpuProfDir: S.cpuProfDir });
   log(`server ready at ${server.url} (log: ${path.relative(ROOT, server.logFile)})`);
   const owner = knexFactory({ client: 'pg', connection: S.databaseUrl, pool: { min: 0, max: 1 } });
   try {
@@ -567,6 +568,8 @@ async function main(): Promise<void> {
 
   log(`loading ${S.patients} Synthea patient clones (${S.loadConcurrency} transaction Bundles in flight) + ${S.appointments} Appointments`);
   let L: Loaded;
+  const probe = await cpuProbe(db.adminUrl, db.name, server.child.pid!);
+  const loadCpu0 = await probe.take();
   if (S.reuse) {
     L = fs.existsSync(loadFile) ? (JSON.parse(fs.readFileSync(loadFile, 'utf8')) as Loaded) : await readBack(S.databaseUrl);
     log(`reused: ${L.patients.length} patients, ${L.resources} resources (load numbers below are those of the run that loaded them)`);
@@ -575,6 +578,13 @@ async function main(): Promise<void> {
     // What the queries are drawn from, for later runs with BENCH_SEARCH_REUSE=1 (no template JSON).
     fs.writeFileSync(loadFile, JSON.stringify({ ...L, templates: L.templates.map((t) => ({ ...t, json: '' })) }));
   }
+  const loadCpu1 = await probe.take();
+  const perK = (x: number) => (1000 * x) / (L.resources || 1);
+  const loadCpu = {
+    server: perK(cpuDelta(loadCpu0.server, loadCpu1.server)),
+    postgres: perK(cpuDelta(loadCpu0.postgres, loadCpu1.postgres)),
+    client: perK((loadCpu1.client.user - loadCpu0.client.user + loadCpu1.client.system - loadCpu0.client.system) / 1e6),
+  };
   const rate = L.resources / L.seconds;
   log(`loaded ${L.patients.length} patients, ${L.resources} resources in ${L.seconds.toFixed(1)} s = ${rate.toFixed(0)} resources/s (patient bundles ${(L.patientResources / L.patientSeconds).toFixed(0)}/s, appointments ${(S.appointments / (L.apptSeconds || 1)).toFixed(0)}/s)`);
 
@@ -600,7 +610,6 @@ async function main(): Promise<void> {
 
   const queries = buildQueries(L);
   const results: QueryResult[] = [];
-  const probe = await cpuProbe(db.adminUrl, db.name, server.child.pid!);
   try {
     for (const query of queries) results.push(await measure(server.url, query, probe));
   } finally {
@@ -631,6 +640,7 @@ async function main(): Promise<void> {
     `WEB_CONCURRENCY=${S.webConcurrency}; autocannon ${S.connections} connections, ${S.seconds} s per query (+${S.warmup} s warm-up); load generator, server and Postgres share this machine`,
     `data: ${L.patients.length} patients (clones of ${L.templates.length} Synthea bundles), ${S.appointments} Appointments, ${L.resources} resources, database ${dbStats.size}`,
     S.reuse ? `load: reused the data of an earlier run (BENCH_SEARCH_REUSE=1)` : `load: ${L.seconds.toFixed(1)} s, ${rate.toFixed(0)} resources/s (${S.loadConcurrency} Bundles in flight) — goal ≥ 5,000 resources/s: ${rate >= 5000 ? 'met' : 'NOT MET'}`,
+    S.reuse ? '' : `load CPU seconds per 1,000 resources: server ${f(loadCpu.server, 3)}, postgres backends ${f(loadCpu.postgres, 3)}, load generator ${f(loadCpu.client, 3)}`,
     `VACUUM ANALYZE: ${vacuumSeconds.toFixed(1)} s`,
     '',
     table(rows),
@@ -663,7 +673,7 @@ async function main(): Promise<void> {
         finishedAt: new Date().toISOString(),
         environment,
         settings: { ...S, databaseUrl: safeUrl(db.url) },
-        load: { networkRetries, patients: L.patients.length, appointments: S.appointments, resources: L.resources, seconds: L.seconds, resourcesPerSecond: rate, patientSeconds: L.patientSeconds, appointmentSeconds: L.apptSeconds, vacuumSeconds },
+        load: { cpuSecondsPer1000: loadCpu, networkRetries, patients: L.patients.length, appointments: S.appointments, resources: L.resources, seconds: L.seconds, resourcesPerSecond: rate, patientSeconds: L.patientSeconds, appointmentSeconds: L.apptSeconds, vacuumSeconds },
         database: dbStats,
         queries: results,
         explains,
