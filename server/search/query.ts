@@ -137,8 +137,17 @@ const SAFE_MIN = Date.UTC(1, 0, 1);
  * no longer than S with hi > X has lo > X - S. So it becomes one arm per class, each a range
  * on lo, and the (rare) open-ended rows of the wide class are read whole.
  */
-function boundsSql(b: DateBounds): SqlFragment | undefined {
+function boundsSql(b: DateBounds, spanArms: boolean): SqlFragment | undefined {
   if (!b.loMin && !b.loMax && !b.hiMin) return undefined;
+  if (!spanArms) {
+    // a probe of one resource's rows (idx_date_owner): plain bounds, no per-class arms to plan
+    const sql: string[] = [];
+    const bindings: any[] = [];
+    if (b.loMin) sql.push('i.lo >= ?'), bindings.push(b.loMin);
+    if (b.loMax) sql.push('i.lo < ?'), bindings.push(b.loMax);
+    if (b.hiMin) sql.push('i.hi > ?'), bindings.push(b.hiMin);
+    return { sql: sql.join(' AND '), bindings };
+  }
   const arm = (span: number | undefined, loAfter?: Date): SqlFragment => {
     const sql: string[] = [span === undefined ? `i.span = ANY(?::smallint[])` : `i.span = ?`];
     const bindings: any[] = [span === undefined ? [...DATE_SPAN_MS.map((_, k) => k), WIDE_SPAN] : span];
@@ -163,18 +172,27 @@ function dateValue(name: string, v: string): { exact: SqlFragment; bounds: DateB
   return { exact: rangeCondition(prefix, 'i.lo', 'i.hi', lo, hi), bounds: dateBounds(prefix, lo, hi) };
 }
 
-function withBounds(exact: SqlFragment, bounds: DateBounds): SqlFragment {
-  const b = boundsSql(bounds);
+function withBounds(exact: SqlFragment, bounds: DateBounds, spanArms: boolean): SqlFragment {
+  const b = boundsSql(bounds, spanArms);
   return b ? { sql: `(${b.sql}) AND (${exact.sql})`, bindings: [...b.bindings, ...exact.bindings] } : exact;
 }
 
+/**
+ * EXISTS over idx_date for the values (ORed), each with its bounds. As a probe of one resource
+ * (the usual case when another index drives) the bounds are plain; only when the date rows drive
+ * the search (the `driver` form) are they split per span class, which costs planning time.
+ */
+function dateExists(def: SearchParamDef, values: Array<{ exact: SqlFragment; bounds: DateBounds }>): SqlFragment {
+  const probe = orJoin(values.map((v) => withBounds(v.exact, v.bounds, false)));
+  const drive = orJoin(values.map((v) => withBounds(v.exact, v.bounds, true)));
+  const e = exists('idx_date', def.code, probe.sql, probe.bindings);
+  const d = exists('idx_date', def.code, drive.sql, drive.bindings);
+  return { ...e, driver: d.driver };
+}
+
 function dateClause(table: 'idx_date', def: SearchParamDef, clause: Clause): SqlFragment {
-  const parts = clause.values.map((v) => {
-    const { exact, bounds } = dateValue(clause.name, v);
-    return withBounds(exact, bounds);
-  });
-  const f = orJoin(parts);
-  return exists(table, def.code, f.sql, f.bindings);
+  void table;
+  return dateExists(def, clause.values.map((v) => dateValue(clause.name, v)));
 }
 
 /**
@@ -187,8 +205,7 @@ export function sameRowDateClauses(def: SearchParamDef, clauses: Clause[]): SqlF
   const values = clauses.map((c) => dateValue(c.name, c.values[0]));
   const bounds = values.reduce<DateBounds>((acc, v) => bothBounds(acc, v.bounds), {});
   const exact = { sql: values.map((v) => `(${v.exact.sql})`).join(' AND '), bindings: values.flatMap((v) => v.exact.bindings) };
-  const f = withBounds(exact, bounds);
-  return exists('idx_date', def.code, f.sql, f.bindings);
+  return dateExists(def, [{ exact, bounds }]);
 }
 
 export function lastUpdatedClause(clause: Clause): SqlFragment {
