@@ -119,7 +119,8 @@ export function buildConditions(type: string, params: QueryInput, baseUrl: strin
  */
 export function drivingSet(conds: SqlFragment[], tenant: string, type: string): { where: string[]; bindings: any[] } {
   const candidates = conds.filter((c) => c.driver);
-  if (!candidates.length) return { where: conds.map((c) => `(${c.sql})`), bindings: conds.flatMap((c) => c.bindings) };
+  // one condition: nothing to order, and the plain EXISTS plans faster (~0.1 ms)
+  if (!candidates.length || conds.length === 1) return { where: conds.map((c) => `(${c.sql})`), bindings: conds.flatMap((c) => c.bindings) };
   const driver = candidates.reduce((a, b) => (b.driver!.rank < a.driver!.rank ? b : a));
   const d = driver.driver!;
   const inner = conds.filter((c) => c !== driver && !c.usesRow);
