@@ -119,8 +119,17 @@ export function buildConditions(type: string, params: QueryInput, baseUrl: strin
  */
 export function drivingSet(conds: SqlFragment[], tenant: string, type: string): { where: string[]; bindings: any[] } {
   const candidates = conds.filter((c) => c.driver);
-  // one condition: nothing to order, and the plain EXISTS plans faster (~0.1 ms)
-  if (!candidates.length || conds.length === 1) return { where: conds.map((c) => `(${c.sql})`), bindings: conds.flatMap((c) => c.bindings) };
+  if (!candidates.length) return { where: conds.map((c) => `(${c.sql})`), bindings: conds.flatMap((c) => c.bindings) };
+  if (conds.length === 1) {
+    // one condition: a plain EXISTS plans faster (~0.1 ms), but with the driving form of the
+    // condition (for dates: the bounds per span class), since it is what the index is read by
+    const d = conds[0].driver!;
+    const a = d.alias;
+    return {
+      where: [`EXISTS (SELECT 1 FROM ${d.table} ${a} WHERE ${a}.tenant_id = r.tenant_id AND ${a}.res_type = r.res_type AND ${a}.res_id = r.id AND ${d.cond.sql})`],
+      bindings: [...d.cond.bindings],
+    };
+  }
   const driver = candidates.reduce((a, b) => (b.driver!.rank < a.driver!.rank ? b : a));
   const d = driver.driver!;
   const inner = conds.filter((c) => c !== driver && !c.usesRow);
