@@ -23,7 +23,7 @@ import zlib from 'node:zlib';
 import knexFactory from 'knex';
 import pg from 'pg';
 import type { Bundle, BundleEntry, Patient } from 'fhir/r4';
-import { ensureTenant } from '../server/http/tenants';
+import { ensureTenant, setTenantSettings } from '../server/http/tenants';
 import { search } from '../server/search/search';
 import type { Tx } from '../server/db/tenant-tx';
 import {
@@ -35,6 +35,8 @@ import {
   dbParts,
   f,
   FHIR_HEADERS,
+  authorizeBench,
+  BENCH_TENANT_SETTINGS,
   intEnv,
   log,
   OUT_DIR,
@@ -65,6 +67,9 @@ const S = {
   queries: (process.env.BENCH_SEARCH_QUERIES || '').split(',').map((s) => s.trim()).filter(Boolean),
   seed: intEnv('BENCH_SEED', 42),
   timeout: intEnv('BENCH_TIMEOUT', 3600),
+  /** 1: keep the database and data of the previous run (no recreate, no load; see README). */
+  reuse: process.env.BENCH_SEARCH_REUSE === '1',
+  cpuProfDir: process.env.BENCH_CPU_PROF || '',
 };
 
 // ---- deterministic randomness --------------------------------------------------------------
@@ -305,6 +310,55 @@ async function load(base: string) {
   return { templates, practitioners, patients, appointments, resources, seconds, patientSeconds, patientResources, apptSeconds, sharedResources: sharedEntries.length };
 }
 
+/**
+ * BENCH_SEARCH_REUSE=1 without a saved load file (a database loaded by an older bench): what the
+ * queries are drawn from, read back from the database (each Patient's template by its address).
+ */
+async function readBack(databaseUrl: string): Promise<Loaded> {
+  const { templates } = readTemplates(S.fixtures);
+  const addressOf = (t: Template) => ((JSON.parse(t.json) as Bundle).entry![t.patientIndex].resource as Patient).address ?? null;
+  const byAddress = new Map(templates.map((t, i) => [JSON.stringify(addressOf(t)), i]));
+  const c = new pg.Client({ connectionString: databaseUrl, connectionTimeoutMillis: 10_000 });
+  await c.connect();
+  try {
+    const pr = await c.query(`SELECT id FROM resources WHERE tenant_id = $1 AND res_type = 'Practitioner' AND NOT deleted`, [TENANT]);
+    const pa = await c.query(
+      `SELECT id, content::text AS c FROM resources WHERE tenant_id = $1 AND res_type = 'Patient' AND NOT deleted`,
+      [TENANT],
+    );
+    const patients: LoadedPatient[] = [];
+    for (const row of pa.rows as Array<{ id: string; c: string }>) {
+      const r = { id: row.id, c: JSON.parse(row.c) as Patient };
+      const template = byAddress.get(JSON.stringify(r.c.address ?? null));
+      if (template === undefined) continue;
+      const mrn = r.c.identifier?.find((i) => i.system === 'http://hospital.smarthealthit.org')?.value ?? '';
+      patients.push({ id: r.id, family: r.c.name?.[0]?.family ?? '', mrn, birthDate: r.c.birthDate ?? '1970-01-01', template });
+    }
+    const ap = await c.query(
+      `SELECT content::jsonb->>'start' AS start, content::jsonb#>>'{participant,1,actor,reference}' AS pr
+         FROM resources WHERE tenant_id = $1 AND res_type = 'Appointment' AND NOT deleted`,
+      [TENANT],
+    );
+    const appointments = (ap.rows as Array<{ start: string; pr: string }>).map((a) => ({ practitioner: a.pr.replace(/^Practitioner\//, ''), start: a.start }));
+    const n = await c.query(`SELECT count(*)::int AS n FROM resources WHERE tenant_id = $1`, [TENANT]);
+    log(`read back ${patients.length}/${pa.rows.length} patients (template by address), ${appointments.length} appointments`);
+    return {
+      templates: templates.map((t) => ({ ...t, json: '' })),
+      practitioners: (pr.rows as Array<{ id: string }>).map((x) => x.id),
+      patients,
+      appointments,
+      resources: n.rows[0].n,
+      seconds: NaN,
+      patientSeconds: NaN,
+      patientResources: NaN,
+      apptSeconds: NaN,
+      sharedResources: 0,
+    };
+  } finally {
+    await c.end();
+  }
+}
+
 // ---- queries -------------------------------------------------------------------------------
 
 type Loaded = Awaited<ReturnType<typeof load>>;
@@ -394,7 +448,7 @@ async function measure(url: string, query: Query, probe: CpuProbe): Promise<Quer
       },
     } as any,
   ];
-  const base = { url, connections: S.connections, headers: { Accept: 'application/fhir+json' }, requests };
+  const base = { url, connections: S.connections, headers: { Accept: 'application/fhir+json', Authorization: FHIR_HEADERS.Authorization }, requests };
   if (S.warmup > 0) await cannon({ ...base, duration: S.warmup }, false);
   counting = true;
   const loadBefore = os.loadavg()[0];
@@ -497,20 +551,44 @@ async function main(): Promise<void> {
   log(`commit ${commit}; ${environment.cores} cores, node ${environment.node}, ${environment.postgres.version.split(' on ')[0]}`);
   log(`settings: ${JSON.stringify({ ...S, databaseUrl: safeUrl(db.url) })}`);
 
-  log(`recreating database ${db.name}`);
-  await recreateDatabase(db.adminUrl, db.name);
-  const server = await startServer(S.databaseUrl, S.webConcurrency, stamp, { logPrefix: 'search-server' });
+  const loadFile = path.join(OUT_DIR, `search-load-${db.name}.json`);
+  if (S.reuse) {
+    log(`reusing database ${db.name} and its data (${fs.existsSync(loadFile) ? path.relative(ROOT, loadFile) : 'read back from the database'})`);
+  } else {
+    log(`recreating database ${db.name}`);
+    await recreateDatabase(db.adminUrl, db.name);
+  }
+  const server = await startServer(S.databaseUrl, S.webConcurrency, stamp, { logPrefix: 'search-server', cpuProfDir: S.cpuProfDir });
   log(`server ready at ${server.url} (log: ${path.relative(ROOT, server.logFile)})`);
   const owner = knexFactory({ client: 'pg', connection: S.databaseUrl, pool: { min: 0, max: 1 } });
   try {
-    await ensureTenant(owner, TENANT, 'Search benchmark tenant');
+    await ensureTenant(owner, TENANT, 'Search benchmark tenant', BENCH_TENANT_SETTINGS);
+    await setTenantSettings(owner, TENANT, BENCH_TENANT_SETTINGS); // also for a reused database
   } finally {
     await owner.destroy();
   }
   const base = `${server.url}/fhir/${TENANT}`;
+  await authorizeBench(server.url, TENANT);
 
   log(`loading ${S.patients} Synthea patient clones (${S.loadConcurrency} transaction Bundles in flight) + ${S.appointments} Appointments`);
-  const L = await load(base);
+  let L: Loaded;
+  const probe = await cpuProbe(db.adminUrl, db.name, server.child.pid!);
+  const loadCpu0 = await probe.take();
+  if (S.reuse) {
+    L = fs.existsSync(loadFile) ? (JSON.parse(fs.readFileSync(loadFile, 'utf8')) as Loaded) : await readBack(S.databaseUrl);
+    log(`reused: ${L.patients.length} patients, ${L.resources} resources (load numbers below are those of the run that loaded them)`);
+  } else {
+    L = await load(base);
+    // What the queries are drawn from, for later runs with BENCH_SEARCH_REUSE=1 (no template JSON).
+    fs.writeFileSync(loadFile, JSON.stringify({ ...L, templates: L.templates.map((t) => ({ ...t, json: '' })) }));
+  }
+  const loadCpu1 = await probe.take();
+  const perK = (x: number) => (1000 * x) / (L.resources || 1);
+  const loadCpu = {
+    server: perK(cpuDelta(loadCpu0.server, loadCpu1.server)),
+    postgres: perK(cpuDelta(loadCpu0.postgres, loadCpu1.postgres)),
+    client: perK((loadCpu1.client.user - loadCpu0.client.user + loadCpu1.client.system - loadCpu0.client.system) / 1e6),
+  };
   const rate = L.resources / L.seconds;
   log(`loaded ${L.patients.length} patients, ${L.resources} resources in ${L.seconds.toFixed(1)} s = ${rate.toFixed(0)} resources/s (patient bundles ${(L.patientResources / L.patientSeconds).toFixed(0)}/s, appointments ${(S.appointments / (L.apptSeconds || 1)).toFixed(0)}/s)`);
 
@@ -520,7 +598,8 @@ async function main(): Promise<void> {
   let dbStats: Record<string, unknown> = {};
   try {
     const t = performance.now();
-    await c.query('VACUUM ANALYZE');
+    // (reused data: the server may just have run new migrations; ANALYZE is enough then)
+    await c.query(S.reuse ? 'ANALYZE' : 'VACUUM ANALYZE');
     vacuumSeconds = (performance.now() - t) / 1000;
     const size = await c.query(`SELECT pg_size_pretty(pg_database_size(current_database())) AS s`);
     const counts = await c.query(`SELECT res_type, count(*)::int AS n FROM resources WHERE NOT deleted GROUP BY 1 ORDER BY 2 DESC`);
@@ -535,7 +614,6 @@ async function main(): Promise<void> {
 
   const queries = buildQueries(L);
   const results: QueryResult[] = [];
-  const probe = await cpuProbe(db.adminUrl, db.name, server.child.pid!);
   try {
     for (const query of queries) results.push(await measure(server.url, query, probe));
   } finally {
@@ -565,7 +643,8 @@ async function main(): Promise<void> {
     `Search benchmark — ${environment.cores} cores (${environment.cpuModel}), ${environment.memoryGiB} GiB, node ${environment.node}, ${environment.postgres.version.split(' on ')[0]}, server at ${commit}`,
     `WEB_CONCURRENCY=${S.webConcurrency}; autocannon ${S.connections} connections, ${S.seconds} s per query (+${S.warmup} s warm-up); load generator, server and Postgres share this machine`,
     `data: ${L.patients.length} patients (clones of ${L.templates.length} Synthea bundles), ${S.appointments} Appointments, ${L.resources} resources, database ${dbStats.size}`,
-    `load: ${L.seconds.toFixed(1)} s, ${rate.toFixed(0)} resources/s (${S.loadConcurrency} Bundles in flight) — goal ≥ 5,000 resources/s: ${rate >= 5000 ? 'met' : 'NOT MET'}`,
+    S.reuse ? `load: reused the data of an earlier run (BENCH_SEARCH_REUSE=1)` : `load: ${L.seconds.toFixed(1)} s, ${rate.toFixed(0)} resources/s (${S.loadConcurrency} Bundles in flight) — goal ≥ 5,000 resources/s: ${rate >= 5000 ? 'met' : 'NOT MET'}`,
+    S.reuse ? '' : `load CPU seconds per 1,000 resources: server ${f(loadCpu.server, 3)}, postgres backends ${f(loadCpu.postgres, 3)}, load generator ${f(loadCpu.client, 3)}`,
     `VACUUM ANALYZE: ${vacuumSeconds.toFixed(1)} s`,
     '',
     table(rows),
@@ -598,7 +677,7 @@ async function main(): Promise<void> {
         finishedAt: new Date().toISOString(),
         environment,
         settings: { ...S, databaseUrl: safeUrl(db.url) },
-        load: { networkRetries, patients: L.patients.length, appointments: S.appointments, resources: L.resources, seconds: L.seconds, resourcesPerSecond: rate, patientSeconds: L.patientSeconds, appointmentSeconds: L.apptSeconds, vacuumSeconds },
+        load: { cpuSecondsPer1000: loadCpu, networkRetries, patients: L.patients.length, appointments: S.appointments, resources: L.resources, seconds: L.seconds, resourcesPerSecond: rate, patientSeconds: L.patientSeconds, appointmentSeconds: L.apptSeconds, vacuumSeconds },
         database: dbStats,
         queries: results,
         explains,

@@ -21,7 +21,7 @@ export async function up(knex: Knex): Promise<void> {
     CREATE TABLE audit_chain (
       tenant_id text NOT NULL,
       seq bigint NOT NULL,
-      res_id text NOT NULL,
+      res_id text COLLATE "C" NOT NULL, -- as resources.id (migration 006), so joins use both indexes
       prev_hash text NOT NULL,
       hash text NOT NULL,
       sealed_at timestamptz NOT NULL DEFAULT now(),

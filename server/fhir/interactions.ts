@@ -410,13 +410,23 @@ async function searchType(ctx: TenantContext, req: FhirRequest, type?: string): 
     link: [{ relation: 'self', url: selfLink(ctx, path, used) }],
   };
   if (res.nextCursor) bundle.link!.push({ relation: 'next', url: selfLink(ctx, path, [...used, ['_cursor', res.nextCursor]]) });
+  const warning = res.warnings.length ? [{ resource: outcome(res.warnings), search: { mode: 'outcome' as const } }] : [];
+  if (!summary && !elements) {
+    // The stored JSON text goes into the Bundle as it is: no parse and re-serialise per resource
+    // (the largest server cost of big pages).
+    const entryText = (m: { type: string; id: string; json: string }, mode: 'match' | 'include') =>
+      `{"fullUrl":${JSON.stringify(`${ctx.baseUrl}/${m.type}/${m.id}`)},"resource":${m.json},"search":{"mode":"${mode}"}}`;
+    const texts = [...res.matches.map((m) => entryText(m, 'match')), ...res.included.map((m) => entryText(m, 'include')), ...warning.map((w) => JSON.stringify(w))];
+    const head = JSON.stringify(bundle);
+    const json = texts.length ? `${head.slice(0, -1)},"entry":[${texts.join(',')}]}` : head;
+    return { status: 200, headers: {}, json };
+  }
   const entry = (m: { type: string; id: string; json: string }, mode: 'match' | 'include'): BundleEntry => {
     const r = JSON.parse(m.json) as Resource;
-    const shaped = mode === 'match' && (summary || elements) ? shape(r, summary, elements) : r;
+    const shaped = mode === 'match' ? shape(r, summary, elements) : r;
     return { fullUrl: `${ctx.baseUrl}/${m.type}/${m.id}`, resource: shaped, search: { mode } };
   };
-  const entries: BundleEntry[] = [...res.matches.map((m) => entry(m, 'match')), ...res.included.map((m) => entry(m, 'include'))];
-  if (res.warnings.length) entries.push({ resource: outcome(res.warnings), search: { mode: 'outcome' } });
+  const entries: BundleEntry[] = [...res.matches.map((m) => entry(m, 'match')), ...res.included.map((m) => entry(m, 'include')), ...warning];
   if (entries.length) bundle.entry = entries;
   return { status: 200, headers: {}, body: bundle };
 }

@@ -33,16 +33,22 @@ function chained(type: string, key: string, value: string, baseUrl: string, dept
   // Without a type modifier, chain into every target type that has the next parameter.
   targets = targets.filter((t) => tailName === '_id' || tailName === '_lastUpdated' || tailName === '_has' || registry.get(t)?.searchParams.has(tailName));
   if (!targets.length) throw new UnknownParameter(`No target of ${type}.${code} has a search parameter "${tailName}" (in "${key}")`);
-  const parts = targets.map((t) => {
+  const parts = targets.map((t): SqlFragment => {
     const inner = condition(t, tail, value, baseUrl, depth + 1, ctx);
+    // the reference row's own condition: its parameter, target type and a live target that matches
+    const own = `ci.param = ? AND ci.target_type = ?
+              AND EXISTS (SELECT 1 FROM resources r WHERE r.tenant_id = ci.tenant_id AND r.res_type = ci.target_type
+                            AND r.id = ci.target_id AND r.deleted = false AND (${inner.sql}))`;
+    const bindings = [code, t, ...inner.bindings];
     return {
       sql: `EXISTS (SELECT 1 FROM idx_reference ci WHERE ci.tenant_id = r.tenant_id AND ci.res_type = r.res_type AND ci.res_id = r.id
-              AND ci.param = ? AND ci.target_type = ?
-              AND EXISTS (SELECT 1 FROM resources r WHERE r.tenant_id = ci.tenant_id AND r.res_type = ci.target_type
-                            AND r.id = ci.target_id AND r.deleted = false AND (${inner.sql})))`,
-      bindings: [code, t, ...inner.bindings],
+              AND ${own})`,
+      bindings,
+      // one target type: the reference rows can drive the search (inner ids first, then the reference index)
+      driver: { table: 'idx_reference', alias: 'ci', rank: 2, cond: { sql: own, bindings } },
     };
   });
+  if (parts.length === 1) return parts[0];
   return { sql: parts.map((p) => `(${p.sql})`).join(' OR '), bindings: parts.flatMap((p) => p.bindings) };
 }
 

@@ -11,7 +11,8 @@ import type { Tx } from '../db/tenant-tx';
 import { compositeComponents, MAX_COMPONENTS } from './composite';
 import { MAX_DATE, MIN_DATE, parseFhirDate } from './fhir-date';
 import { normalizeString } from './normalize';
-import { compilePath } from './path-extract';
+import { compileComponent, compileItems, compilePath } from './path-extract';
+import { DATE_SPAN_MS } from './date-span';
 
 export const INDEX_TABLES = [
   'idx_string', 'idx_token', 'idx_date', 'idx_number', 'idx_quantity', 'idx_reference', 'idx_uri', 'idx_composite',
@@ -199,20 +200,50 @@ function pgTimestamp(d: Date): string {
   return d.toISOString();
 }
 
+/**
+ * Collects one parameter's rows without duplicates. A class, not closures made per parameter:
+ * the server runs under tsx, which names every closure it creates (a measurable cost here).
+ */
+class RowSink {
+  private seen = new Set<string>();
+  private list: Row[] = [];
+  private param = '';
+  reset(param: string, list: Row[]): void {
+    this.param = param;
+    this.list = list;
+    this.seen.clear();
+  }
+  readonly add = (row: Row): void => {
+    let k = '';
+    for (const key in row) {
+      const v = row[key];
+      k += v === null || v === undefined ? '\u0001' : typeof v === 'string' ? 's' + v : typeof v + String(v);
+      k += '\u0000';
+    }
+    if (this.seen.has(k)) return;
+    this.seen.add(k);
+    row.param = this.param;
+    this.list.push(row);
+  };
+}
+
+/** idx_date.span (migrations/006): 0 = at most a day, 1 = at most 366 days, 2 = longer or open. */
+function spanClass(lo: Date, hi: Date): number {
+  if (pgTimestamp(lo).endsWith('infinity') || pgTimestamp(hi).endsWith('infinity')) return DATE_SPAN_MS.length;
+  const ms = hi.getTime() - lo.getTime();
+  const k = DATE_SPAN_MS.findIndex((max) => ms <= max);
+  return k < 0 ? DATE_SPAN_MS.length : k;
+}
+
 export function extractIndexRows(resource: Resource, opts: { baseUrl?: string } = {}): IndexRows {
   const rows: IndexRows = {};
   const type = resource.resourceType;
+  const sink = new RowSink();
   for (const { def, parts } of compiledParams(type)) {
     const table = TABLE_OF[def.type];
     const list = (rows[table] ??= []);
-    const param = def.code;
-    const seen = new Set<string>();
-    const add = (row: Row) => {
-      const k = JSON.stringify(row);
-      if (seen.has(k)) return;
-      seen.add(k);
-      list.push({ param, ...row });
-    };
+    sink.reset(def.code, list);
+    const add = sink.add;
     for (const part of parts) {
       let values: unknown[];
       try {
@@ -245,7 +276,7 @@ export function extractIndexRows(resource: Resource, opts: { baseUrl?: string } 
           case 'date': {
             const ranges: Array<[Date, Date]> = [];
             dateRanges(v, ranges);
-            for (const [lo, hi] of ranges) add({ lo: pgTimestamp(lo), hi: pgTimestamp(hi) });
+            for (const [lo, hi] of ranges) add({ lo: pgTimestamp(lo), hi: pgTimestamp(hi), span: spanClass(lo, hi) });
             break;
           }
           case 'number':
@@ -314,6 +345,15 @@ function compiledComposites(type: string): CompiledComposite[] {
     const comps = compositeComponents(def);
     if (!comps) continue;
     try {
+      // plain item and component paths are walked directly (checked against fhirpath.js in
+      // test/path-extract.test.ts); the rest goes through fhirpath.js
+      // (all or nothing: fhirpath.js components need the items fhirpath.js produced)
+      const items = compileItems(def.expression!);
+      const direct = items && comps.map((c) => compileComponent(items.itemPaths, c.expression));
+      if (items && direct && direct.every(Boolean)) {
+        list.push({ def, items: items.fn, components: comps.map((c, k) => ({ type: c.def.type, fn: direct[k]! })) });
+        continue;
+      }
       list.push({
         def,
         items: fhirpath.compile(def.expression!, r4Model) as unknown as CompiledComposite['items'],
@@ -457,7 +497,7 @@ export function indexCtes(tenant: string, type: string, id: string, rows: IndexR
     ctes.push(
       `i_${t} AS (INSERT INTO ${t} (tenant_id, res_type, res_id, param, ${cols.join(', ')})
         SELECT ?, ?, ?, x.param, ${cols.map((c) => `x.${c}`).join(', ')}
-        FROM jsonb_to_recordset(?::jsonb) AS x(${colDefs}))`,
+        FROM json_to_recordset(?::json) AS x(${colDefs}))`,
     );
     bindings.push(tenant, type, id, JSON.stringify(list));
   }
@@ -477,7 +517,7 @@ export function bulkInsertCtes(tenant: string, rowsByTable: Partial<Record<Index
     ctes.push(
       `b_${t} AS (INSERT INTO ${t} (tenant_id, res_type, res_id, param, ${cols.join(', ')})
         SELECT ?, x.res_type, x.res_id, x.param, ${cols.map((c) => `x.${c}`).join(', ')}
-        FROM jsonb_to_recordset(?::jsonb) AS x(${colDefs}))`,
+        FROM json_to_recordset(?::json) AS x(${colDefs}))`,
     );
     bindings.push(tenant, JSON.stringify(list));
   }
@@ -520,7 +560,7 @@ const TEXT = 'text';
 export const COLUMN_TYPES: Record<IndexTable, Record<string, string>> = {
   idx_string: { value: TEXT, exact: TEXT },
   idx_token: { system: TEXT, code: TEXT, display: TEXT, type_system: TEXT, type_code: TEXT },
-  idx_date: { lo: 'timestamptz', hi: 'timestamptz' },
+  idx_date: { lo: 'timestamptz', hi: 'timestamptz', span: 'smallint' },
   idx_number: { value: 'numeric', lo: 'numeric', hi: 'numeric' },
   idx_quantity: { system: TEXT, code: TEXT, unit: TEXT, value: 'numeric', lo: 'numeric', hi: 'numeric' },
   idx_reference: { target_type: TEXT, target_id: TEXT, url: TEXT },

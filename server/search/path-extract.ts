@@ -98,8 +98,43 @@ function push(out: unknown[], v: unknown): void {
   } else out.push(v);
 }
 
+/** Elements every resource has (`Resource.meta.tag`): Meta is a plain datatype. */
+const RESOURCE_META = /^Resource\.meta\.(versionId|lastUpdated|source|profile|security|tag)$/;
+
+/** Walks plain keys from a list of nodes, flattening arrays (as FHIRPath does). */
+function walk(nodes: unknown[], keys: string[]): unknown[] {
+  for (const key of keys) {
+    const next: unknown[] = [];
+    for (const n of nodes) if (typeof n === 'object' && n !== null) push(next, (n as Json)[key]);
+    nodes = next;
+    if (!nodes.length) break;
+  }
+  return nodes;
+}
+
+/** `Type.extension('url')` and `Type.a.extension('url')` (plain path to the element with the extension). */
+function compileExtension(expr: string): PathFn | undefined {
+  const m = /^([A-Z][A-Za-z]+(?:\.[a-z][A-Za-z0-9]*)*)\.extension\('([^'\\]+)'\)$/.exec(expr.trim());
+  if (!m) return undefined;
+  const [path, url] = [m[1], m[2]];
+  const owner = path.includes('.') ? compilePath(path) : (r: unknown) => ((r as Json)?.resourceType === path ? [r] : []);
+  if (!owner) return undefined;
+  return (resource: unknown) => walk(owner(resource), ['extension']).filter((e) => (e as Json)?.url === url);
+}
+
 /** A direct evaluator for `expr`, or undefined when the expression needs the FHIRPath engine. */
 export function compilePath(expr: string): PathFn | undefined {
+  const meta = RESOURCE_META.exec(expr.trim());
+  if (meta) return (resource: unknown) => (typeof (resource as Json)?.resourceType === 'string' ? walk([resource], ['meta', meta[1]]) : []);
+  if (expr.includes('.extension(')) return compileExtension(expr);
+  // `(Type.x as T).y`: the typed choice, then one plain step into T
+  const asThen = /^\(([A-Z][A-Za-z]+(?:\.[a-z][A-Za-z0-9]*)+) as ([A-Za-z]+)\)\.([a-z][A-Za-z0-9]*)$/.exec(expr.trim());
+  if (asThen) {
+    if (!PLAIN_DATATYPES.has(asThen[2])) return undefined;
+    const inner = compilePath(`(${asThen[1]} as ${asThen[2]})`);
+    if (!inner) return undefined;
+    return (resource: unknown) => walk(inner(resource), [asThen[3]]);
+  }
   const steps = planSteps(expr);
   if (!steps) return undefined;
   const type = expr.replace(/^\(/, '').split('.')[0];
@@ -121,5 +156,55 @@ export function compilePath(expr: string): PathFn | undefined {
       if (!nodes.length) break;
     }
     return nodes;
+  };
+}
+
+/**
+ * Composite parameters: a direct evaluator for the items (`Observation | Observation.component`,
+ * a union of plain paths or the type itself) and for a component expression relative to an item
+ * whose element path is known (`code`, `value.as(Quantity)`, `value.as(dateTime) | value.as(Period)`).
+ * Undefined when FHIRPath is needed.
+ */
+export function compileItems(expr: string): { fn: PathFn; itemPaths: string[] } | undefined {
+  const parts = expr.split('|').map((x) => x.trim());
+  const fns: PathFn[] = [];
+  for (const part of parts) {
+    if (/^[A-Z][A-Za-z]+$/.test(part)) {
+      if (!elementsOf(part)) return undefined;
+      fns.push((r: unknown) => ((r as Json)?.resourceType === part ? [r] : []));
+      continue;
+    }
+    const steps = planSteps(part);
+    if (!steps || steps.some((s) => s.choice)) return undefined;
+    const info = elementsOf(part.split('.')[0])?.get(part);
+    if (!info || info.types.length !== 1 || info.types[0] !== 'BackboneElement') return undefined;
+    const fn = compilePath(part);
+    if (!fn) return undefined;
+    fns.push(fn);
+  }
+  return { fn: (r: unknown) => fns.flatMap((f) => f(r)), itemPaths: parts };
+}
+
+export type ItemFn = (item: unknown) => unknown[];
+
+export function compileComponent(itemPaths: string[], expr: string): ItemFn | undefined {
+  const keys: string[] = [];
+  for (const part of expr.split('|').map((x) => x.trim())) {
+    const m = /^([a-z][A-Za-z0-9]*)(?:\.as\(([A-Za-z]+)\))?$/.exec(part);
+    if (!m) return undefined;
+    const [, seg, asType] = m;
+    for (const itemPath of itemPaths) {
+      const type = itemPath.split('.')[0];
+      const info = elementsOf(type)?.get(`${itemPath}.${seg}`);
+      if (!info) return undefined;
+      if (asType ? !info.choice || !info.types.includes(asType) : info.choice) return undefined;
+    }
+    keys.push(asType ? seg + upperFirst(asType) : seg);
+  }
+  return (item: unknown) => {
+    const out: unknown[] = [];
+    if (typeof item !== 'object' || item === null) return out;
+    for (const k of keys) push(out, (item as Json)[k]);
+    return out;
   };
 }

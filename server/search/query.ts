@@ -9,6 +9,7 @@ import { TABLE_OF } from './indexer';
 import { normalizeString } from './normalize';
 import { Clause, Prefix, splitDollarRaw, splitPipe, splitPrefix, unescapeValue } from './params';
 import { compositeComponents } from './composite';
+import { DATE_SPAN_MS } from './date-span';
 import type { ValueSetResolver } from './valuesets';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const r4Model: { path2Type: Record<string, string> } = require('fhirpath/fhir-context/r4');
@@ -16,7 +17,19 @@ const r4Model: { path2Type: Record<string, string> } = require('fhirpath/fhir-co
 export interface SqlFragment {
   sql: string;
   bindings: any[];
+  /**
+   * Set when the fragment is `EXISTS (SELECT 1 FROM <table> <alias> WHERE <alias> belongs to r AND
+   * <cond>)`: search() can then read the ids from that index first (see search.ts, drivingSet).
+   */
+  driver?: { table: string; alias: string; cond: SqlFragment; rank: number };
+  /** The fragment reads columns of `r` other than tenant_id, res_type and id (e.g. last_updated). */
+  usesRow?: boolean;
 }
+
+/** Which index to read first when several could drive a search: the usually most selective. */
+const DRIVER_RANK: Record<string, number> = {
+  idx_reference: 0, idx_token: 1, idx_string: 3, idx_uri: 4, idx_composite: 5, idx_date: 6, idx_quantity: 7, idx_number: 8,
+};
 
 /** What building a condition may need beyond the clause itself. */
 export interface ClauseContext {
@@ -30,6 +43,7 @@ function exists(table: string, param: string, cond: string, bindings: any[]): Sq
   return {
     sql: `EXISTS (SELECT 1 FROM ${table} i WHERE i.tenant_id = r.tenant_id AND i.res_type = r.res_type AND i.res_id = r.id AND i.param = ? AND (${cond}))`,
     bindings: [param, ...bindings],
+    driver: { table, alias: 'i', cond: { sql: `i.param = ? AND (${cond})`, bindings: [param, ...bindings] }, rank: DRIVER_RANK[table] ?? 9 },
   };
 }
 
@@ -73,15 +87,125 @@ function approxDate(slo: Date, shi: Date): [Date, Date] {
   return [new Date(slo.getTime() - gap), new Date(shi.getTime() + gap)];
 }
 
+/**
+ * Index-friendly bounds a stored date range [lo, hi) must satisfy for a prefix to match (a
+ * necessary condition, never sufficient: the exact rangeCondition stays next to it).
+ *   loMin: lo >= loMin      loMax: lo < loMax      hiMin: hi > hiMin
+ */
+export interface DateBounds {
+  loMin?: Date;
+  loMax?: Date;
+  hiMin?: Date;
+}
+
+function dateBounds(prefix: Prefix, slo: Date, shi: Date): DateBounds {
+  switch (prefix) {
+    case 'eq':
+      return { loMin: slo, loMax: shi }; // lo >= slo and hi <= shi (and lo < hi)
+    case 'gt':
+      return { hiMin: shi };
+    case 'lt':
+    case 'eb': // hi <= slo implies lo < slo
+      return { loMax: slo };
+    case 'ge': // hi > shi, or lo >= slo (then hi > lo >= slo)
+      return { hiMin: slo };
+    case 'le': // lo < slo, or lo >= slo and hi <= shi (then lo < shi)
+      return { loMax: shi };
+    case 'sa':
+      return { loMin: shi };
+    case 'ap':
+      return { loMax: shi, hiMin: slo };
+    case 'ne':
+      return {};
+  }
+}
+
+const later = (a?: Date, b?: Date) => (!a ? b : !b ? a : a > b ? a : b);
+const earlier = (a?: Date, b?: Date) => (!a ? b : !b ? a : a < b ? a : b);
+
+/** Bounds that both sets imply (for clauses ANDed on the same index row). */
+function bothBounds(a: DateBounds, b: DateBounds): DateBounds {
+  return { loMin: later(a.loMin, b.loMin), loMax: earlier(a.loMax, b.loMax), hiMin: later(a.hiMin, b.hiMin) };
+}
+
+const WIDE_SPAN = DATE_SPAN_MS.length; // class of longer and open-ended ranges
+const SAFE_MIN = Date.UTC(1, 0, 1);
+
+/**
+ * The bounds as conditions on idx_date's lookup index (tenant, type, param, span, lo, hi).
+ * `hi > X` alone bounds nothing an index on lo can use; within a span class it does: a range
+ * no longer than S with hi > X has lo > X - S. So it becomes one arm per class, each a range
+ * on lo, and the (rare) open-ended rows of the wide class are read whole.
+ */
+function boundsSql(b: DateBounds, spanArms: boolean): SqlFragment | undefined {
+  if (!b.loMin && !b.loMax && !b.hiMin) return undefined;
+  if (!spanArms) {
+    // a probe of one resource's rows (idx_date_owner): plain bounds, no per-class arms to plan
+    const sql: string[] = [];
+    const bindings: any[] = [];
+    if (b.loMin) sql.push('i.lo >= ?'), bindings.push(b.loMin);
+    if (b.loMax) sql.push('i.lo < ?'), bindings.push(b.loMax);
+    if (b.hiMin) sql.push('i.hi > ?'), bindings.push(b.hiMin);
+    return { sql: sql.join(' AND '), bindings };
+  }
+  const arm = (span: number | undefined, loAfter?: Date): SqlFragment => {
+    const sql: string[] = [span === undefined ? `i.span = ANY(?::smallint[])` : `i.span = ?`];
+    const bindings: any[] = [span === undefined ? [...DATE_SPAN_MS.map((_, k) => k), WIDE_SPAN] : span];
+    const loMin = b.loMin && (!loAfter || b.loMin > loAfter) ? b.loMin : undefined;
+    if (loMin) sql.push('i.lo >= ?'), bindings.push(loMin);
+    else if (loAfter && loAfter.getTime() > SAFE_MIN) sql.push('i.lo > ?'), bindings.push(loAfter);
+    if (b.loMax) sql.push('i.lo < ?'), bindings.push(b.loMax);
+    if (b.hiMin) sql.push('i.hi > ?'), bindings.push(b.hiMin);
+    return { sql: sql.join(' AND '), bindings };
+  };
+  if (!b.hiMin) return arm(undefined);
+  const arms = DATE_SPAN_MS.map((ms, k) => arm(k, new Date(b.hiMin!.getTime() - ms)));
+  arms.push(arm(WIDE_SPAN));
+  return orJoin(arms);
+}
+
+/** One value of a date clause: the exact comparison and the bounds it implies. */
+function dateValue(name: string, v: string): { exact: SqlFragment; bounds: DateBounds } {
+  const { prefix, rest } = splitPrefix(v);
+  let { lo, hi } = dateRangeOf(name, rest);
+  if (prefix === 'ap') [lo, hi] = approxDate(lo, hi);
+  return { exact: rangeCondition(prefix, 'i.lo', 'i.hi', lo, hi), bounds: dateBounds(prefix, lo, hi) };
+}
+
+function withBounds(exact: SqlFragment, bounds: DateBounds, spanArms: boolean): SqlFragment {
+  const b = boundsSql(bounds, spanArms);
+  return b ? { sql: `(${b.sql}) AND (${exact.sql})`, bindings: [...b.bindings, ...exact.bindings] } : exact;
+}
+
+/**
+ * EXISTS over idx_date for the values (ORed), each with its bounds. As a probe of one resource
+ * (the usual case when another index drives) the bounds are plain; only when the date rows drive
+ * the search (the `driver` form) are they split per span class, which costs planning time.
+ */
+function dateExists(def: SearchParamDef, values: Array<{ exact: SqlFragment; bounds: DateBounds }>): SqlFragment {
+  const probe = orJoin(values.map((v) => withBounds(v.exact, v.bounds, false)));
+  const drive = orJoin(values.map((v) => withBounds(v.exact, v.bounds, true)));
+  const e = exists('idx_date', def.code, probe.sql, probe.bindings);
+  const d = exists('idx_date', def.code, drive.sql, drive.bindings);
+  return { ...e, driver: d.driver };
+}
+
 function dateClause(table: 'idx_date', def: SearchParamDef, clause: Clause): SqlFragment {
-  const parts = clause.values.map((v) => {
-    const { prefix, rest } = splitPrefix(v);
-    let { lo, hi } = dateRangeOf(clause.name, rest);
-    if (prefix === 'ap') [lo, hi] = approxDate(lo, hi);
-    return rangeCondition(prefix, 'i.lo', 'i.hi', lo, hi);
-  });
-  const f = orJoin(parts);
-  return exists(table, def.code, f.sql, f.bindings);
+  void table;
+  return dateExists(def, clause.values.map((v) => dateValue(clause.name, v)));
+}
+
+/**
+ * Several date clauses of one parameter that must hold on the SAME index row (`date=ge2021-03&
+ * date=lt2021-04` on a parameter with at most one value per resource): one EXISTS whose bounds
+ * are the intersection of theirs, so the index reads only the rows inside both. Each clause here
+ * has one value, no modifier (the caller checks).
+ */
+export function sameRowDateClauses(def: SearchParamDef, clauses: Clause[]): SqlFragment {
+  const values = clauses.map((c) => dateValue(c.name, c.values[0]));
+  const bounds = values.reduce<DateBounds>((acc, v) => bothBounds(acc, v.bounds), {});
+  const exact = { sql: values.map((v) => `(${v.exact.sql})`).join(' AND '), bindings: values.flatMap((v) => v.exact.bindings) };
+  return dateExists(def, [{ exact, bounds }]);
 }
 
 export function lastUpdatedClause(clause: Clause): SqlFragment {
@@ -91,7 +215,7 @@ export function lastUpdatedClause(clause: Clause): SqlFragment {
     if (prefix === 'ap') [lo, hi] = approxDate(lo, hi);
     return rangeCondition(prefix, 'r.last_updated', "(r.last_updated + interval '1 millisecond')", lo, hi);
   });
-  return orJoin(parts);
+  return { ...orJoin(parts), usesRow: true };
 }
 
 /**

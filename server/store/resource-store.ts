@@ -187,18 +187,19 @@ export class ResourceStore {
       }
     }
     const idx = bulkInsertCtes(tx.tenant, rowsByTable);
+    // One JSON document for all of them: parsed once by Postgres, and each `c` (type json) is the
+    // resource's text exactly as serialised here (no text[] escaping, no second json parse).
+    const src = '[' + stored.map((r) => `{"t":${JSON.stringify(r.resourceType)},"id":${JSON.stringify(r.id)},"c":${JSON.stringify(r)}}`).join(',') + ']';
     await tx.raw(
-      `WITH src AS (SELECT * FROM unnest(?::text[], ?::text[], ?::text[]) AS s(t, id, c)),
+      `WITH src AS (SELECT * FROM json_to_recordset(?::json) AS s(t text, id text, c json)),
        cur AS (INSERT INTO resources (tenant_id, res_type, id, version, last_updated, deleted, content)
-               SELECT ?, t, id, 1, ?, false, c::json FROM src),
+               SELECT ?, t, id, 1, ?, false, c FROM src),
        hist AS (INSERT INTO resource_history (tenant_id, res_type, id, version, last_updated, deleted, method, content)
-                SELECT ?, t, id, 1, ?, false, 'POST', c::json FROM src)
+                SELECT ?, t, id, 1, ?, false, 'POST', c FROM src)
        ${idx.ctes.map((c) => ', ' + c).join('\n')}
        SELECT 1`,
       [
-        stored.map((r) => r.resourceType),
-        stored.map((r) => r.id),
-        stored.map((r) => JSON.stringify(r)),
+        src,
         tx.tenant,
         at,
         tx.tenant,
