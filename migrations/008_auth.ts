@@ -1,4 +1,5 @@
 import type { Knex } from 'knex';
+import { enableTenantRls } from '../server/db/tenant-rls';
 
 /**
  * The authorization server's tables (server/auth/): users who sign in, oidc-provider's state
@@ -48,12 +49,7 @@ export async function up(knex: Knex): Promise<void> {
     )`);
   await knex.raw(`CREATE INDEX auth_failures_ip ON auth_failures (tenant_id, ip, at)`);
   for (const t of AUTH_TABLES) {
-    await knex.raw(`ALTER TABLE ${t} ENABLE ROW LEVEL SECURITY`);
-    await knex.raw(`ALTER TABLE ${t} FORCE ROW LEVEL SECURITY`);
-    await knex.raw(`
-      CREATE POLICY tenant_isolation ON ${t}
-        USING (tenant_id = current_setting('app.tenant', true))
-        WITH CHECK (tenant_id = current_setting('app.tenant', true))`);
+    await enableTenantRls(knex, t);
     await knex.raw(`GRANT SELECT, INSERT, UPDATE, DELETE ON ${t} TO fhir_app`);
   }
 }

@@ -31,34 +31,27 @@ export class AuthStore {
     );
   }
 
-  async get(model: string, id: string): Promise<Payload | undefined> {
+  /** The live (unexpired) artefact of `model` whose `column` (a fixed SQL expression) equals `value`. */
+  private async findBy(model: string, column: 'id' | 'uid' | "payload->>'userCode'", value: string): Promise<Payload | undefined> {
     return inTenant(this.db, this.tenant, async (tx) => {
       const r = await tx.raw(
-        `SELECT payload, consumed_at FROM oidc_store WHERE tenant_id = ? AND model = ? AND id = ? AND (expires_at IS NULL OR expires_at > now())`,
-        [this.tenant, model, id],
+        `SELECT payload, consumed_at FROM oidc_store WHERE tenant_id = ? AND model = ? AND ${column} = ? AND (expires_at IS NULL OR expires_at > now())`,
+        [this.tenant, model, value],
       );
       return r.rows[0] ? withConsumed(r.rows[0]) : undefined;
     });
   }
 
-  async byUid(model: string, uid: string): Promise<Payload | undefined> {
-    return inTenant(this.db, this.tenant, async (tx) => {
-      const r = await tx.raw(
-        `SELECT payload, consumed_at FROM oidc_store WHERE tenant_id = ? AND model = ? AND uid = ? AND (expires_at IS NULL OR expires_at > now())`,
-        [this.tenant, model, uid],
-      );
-      return r.rows[0] ? withConsumed(r.rows[0]) : undefined;
-    });
+  get(model: string, id: string): Promise<Payload | undefined> {
+    return this.findBy(model, 'id', id);
   }
 
-  async byUserCode(model: string, code: string): Promise<Payload | undefined> {
-    return inTenant(this.db, this.tenant, async (tx) => {
-      const r = await tx.raw(
-        `SELECT payload, consumed_at FROM oidc_store WHERE tenant_id = ? AND model = ? AND payload->>'userCode' = ? AND (expires_at IS NULL OR expires_at > now())`,
-        [this.tenant, model, code],
-      );
-      return r.rows[0] ? withConsumed(r.rows[0]) : undefined;
-    });
+  byUid(model: string, uid: string): Promise<Payload | undefined> {
+    return this.findBy(model, 'uid', uid);
+  }
+
+  byUserCode(model: string, code: string): Promise<Payload | undefined> {
+    return this.findBy(model, "payload->>'userCode'", code);
   }
 
   async consume(model: string, id: string): Promise<void> {
