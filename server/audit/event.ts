@@ -70,7 +70,7 @@ export function toAuditEvent(r: AuditRecord): AuditEvent {
       who: user,
       requestor: true,
       ...(r.who.role ? { role: [{ text: r.who.role }] } : {}),
-      ...(r.ip ? { network: { address: r.ip, type: r.ip.includes(':') ? '2' : '2' } } : {}),
+      ...(r.ip ? { network: { address: r.ip, type: '2' } } : {}), // 2 = IP address (IPv4 or IPv6)
     },
   ];
   if (r.who.clientId) {

@@ -88,7 +88,8 @@ export interface AuditInput {
   status: number;
   /** Serialised response body, request body, Location header. */
   responseText?: string;
-  requestText?: string;
+  /** The raw request body; read (as text) only for writes of patient data. */
+  requestBody?: Buffer;
   location?: string;
   security: boolean;
   message?: string;
@@ -115,7 +116,7 @@ export function auditEventFor(a: AuditInput): AuditEvent | undefined {
     }
     if (a.location) collect(/\/([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})\/_history/g, a.location, entities, (m) => `${m[1]}/${m[2]}`);
   }
-  if (i && ['C', 'U', 'E'].includes(i.action)) collect(PATIENT_REF, a.requestText, patients, (m) => m[1]);
+  if (i && ['C', 'U', 'E'].includes(i.action) && a.requestBody) collect(PATIENT_REF, a.requestBody.toString('utf8'), patients, (m) => m[1]);
   for (const e of entities) if (e.startsWith('Patient/')) patients.add(e.slice(8));
   const list = [...entities];
   const more = list.length > MAX_ENTITIES ? list.length - MAX_ENTITIES : 0;

@@ -80,6 +80,21 @@ export async function assertVisible(tx: Tx, ctx: TenantContext, type: string, id
   if (!(await visibleIds(tx, ctx, type, [id], d)).has(id)) throw AccessDenied.hidden(type, id);
 }
 
+/**
+ * Before changing or deleting type/id: when the resource exists but lies outside what the
+ * decision reaches, a hidden-resource 404 (one statement; nothing to check when it is new).
+ */
+export async function assertNotHidden(tx: Tx, ctx: TenantContext, type: string, id: string, d: Granted | undefined): Promise<void> {
+  if (!restricted(d)) return;
+  const where = (await restrictionSql(tx, ctx, type, d))!;
+  const r = await tx.raw(
+    `SELECT bool_or(true) AS found, bool_or(${where.sql}) AS visible FROM resources r WHERE r.tenant_id = ? AND r.res_type = ? AND r.id = ?`,
+    [...where.bindings, tx.tenant, type, id],
+  );
+  const row = r.rows[0] as { found: boolean | null; visible: boolean | null };
+  if (row.found && !row.visible) throw AccessDenied.hidden(type, id);
+}
+
 /** After a write inside its transaction: the written resource must still be reachable (else 403, rolled back). */
 export async function assertWritable(tx: Tx, ctx: TenantContext, type: string, id: string, d: Granted | undefined): Promise<void> {
   if (!restricted(d)) return;

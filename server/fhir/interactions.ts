@@ -17,7 +17,7 @@ import type { FhirRequest, FhirResponse, TenantContext } from './types';
 import { assertValid, issuesOf, toOutcomeIssues } from './validate';
 import { capabilityJson } from '../../capability/capability-statement';
 import { parseElements, parseSummary, shape } from './shape';
-import { assertInteraction, assertVisible, assertWritable, Granted, permit, restricted, restrictionSql, visibleIds } from './authorize';
+import { assertInteraction, assertNotHidden, assertVisible, assertWritable, Granted, permit, restricted, restrictionSql, visibleIds } from './authorize';
 import type { SqlFragment } from '../search/query';
 
 const ID_RE = /^[A-Za-z0-9\-.]{1,64}$/;
@@ -199,7 +199,7 @@ async function update(ctx: TenantContext, req: FhirRequest, type: string, id: st
   if (resource.id !== id) throw badRequest(`The body id "${resource.id}" does not match the URL id "${id}"`, [`${type}.id`]);
   const ifMatch = ifMatchOf(req, ctx, 'update');
   return run(ctx, async (tx) => {
-    if (restricted(d) && (await store.read(tx, type, id))) await assertVisible(tx, ctx, type, id, d);
+    await assertNotHidden(tx, ctx, type, id, d);
     const w = await store.update(tx, resource, id, { ifMatch, baseUrl: ctx.baseUrl });
     await assertWritable(tx, ctx, type, id, d);
     return writeResponse(req, ctx, w, w.created ? 201 : 200, w.created ? `Created ${type}/${id}` : `Updated ${type}/${id}`);
@@ -226,26 +226,24 @@ async function conditionalUpdateIn(
   resource: Resource,
   d: Granted | undefined,
 ): Promise<{ id: string; response: FhirResponse }> {
-  {
-    const ids = await conditionalMatches(tx, ctx, type, req.query, 2, d);
-    if (ids.length > 1) throw FhirError.of(412, 'multiple-matches', `The conditional update matched more than one ${type}`);
-    if (ids.length === 1) {
-      if (resource.id && resource.id !== ids[0]) {
-        throw badRequest(`The body id "${resource.id}" differs from the matched ${type}/${ids[0]}`, [`${type}.id`]);
-      }
-      const ifMatch = req.headers.ifMatch ? parseEtag(req.headers.ifMatch) : undefined;
-      const w = await store.update(tx, { ...resource, id: ids[0] } as Resource, ids[0], { ifMatch, baseUrl: ctx.baseUrl });
-      return { id: w.id, response: writeResponse(req, ctx, w, 200, `Updated ${type}/${ids[0]}`) };
+  const ids = await conditionalMatches(tx, ctx, type, req.query, 2, d);
+  if (ids.length > 1) throw FhirError.of(412, 'multiple-matches', `The conditional update matched more than one ${type}`);
+  if (ids.length === 1) {
+    if (resource.id && resource.id !== ids[0]) {
+      throw badRequest(`The body id "${resource.id}" differs from the matched ${type}/${ids[0]}`, [`${type}.id`]);
     }
-    if (resource.id) {
-      checkId(resource.id);
-      if (restricted(d) && (await store.read(tx, type, resource.id))) await assertVisible(tx, ctx, type, resource.id, d);
-      const w = await store.update(tx, resource, resource.id, { baseUrl: ctx.baseUrl });
-      return { id: w.id, response: writeResponse(req, ctx, w, w.created ? 201 : 200, `Created ${type}/${resource.id}`) };
-    }
-    const w = await store.create(tx, resource, { baseUrl: ctx.baseUrl });
-    return { id: w.id, response: writeResponse(req, ctx, w, 201, `Created ${type}/${w.id}`) };
+    const ifMatch = req.headers.ifMatch ? parseEtag(req.headers.ifMatch) : undefined;
+    const w = await store.update(tx, { ...resource, id: ids[0] } as Resource, ids[0], { ifMatch, baseUrl: ctx.baseUrl });
+    return { id: w.id, response: writeResponse(req, ctx, w, 200, `Updated ${type}/${ids[0]}`) };
   }
+  if (resource.id) {
+    checkId(resource.id);
+    await assertNotHidden(tx, ctx, type, resource.id, d);
+    const w = await store.update(tx, resource, resource.id, { baseUrl: ctx.baseUrl });
+    return { id: w.id, response: writeResponse(req, ctx, w, w.created ? 201 : 200, `Created ${type}/${resource.id}`) };
+  }
+  const w = await store.create(tx, resource, { baseUrl: ctx.baseUrl });
+  return { id: w.id, response: writeResponse(req, ctx, w, 201, `Created ${type}/${w.id}`) };
 }
 
 function patchOps(req: FhirRequest): Operation[] {
@@ -262,7 +260,7 @@ function patchOps(req: FhirRequest): Operation[] {
 
 async function patchOne(ctx: TenantContext, req: FhirRequest, tx: Tx, type: string, id: string, ops: Operation[], d: Granted | undefined): Promise<FhirResponse> {
   const ifMatch = ifMatchOf(req, ctx, 'patch');
-  if (restricted(d) && (await store.read(tx, type, id))) await assertVisible(tx, ctx, type, id, d);
+  await assertNotHidden(tx, ctx, type, id, d);
   const current = await store.readCurrent(tx, type, id);
   if (ifMatch !== undefined && ifMatch !== current.version) {
     throw preconditionFailed(`Version conflict on ${type}/${id}: If-Match W/"${ifMatch}" but the current version is W/"${current.version}"`);
@@ -306,7 +304,7 @@ async function remove(ctx: TenantContext, req: FhirRequest, type: string, id: st
   const d = permit(ctx, type, 'd');
   const ifMatch = req.headers.ifMatch ? parseEtag(req.headers.ifMatch) : undefined;
   return run(ctx, async (tx): Promise<FhirResponse> => {
-    if (restricted(d) && (await store.read(tx, type, id))) await assertVisible(tx, ctx, type, id, d);
+    await assertNotHidden(tx, ctx, type, id, d);
     const w = await store.delete(tx, type, id, { ifMatch });
     if (!w) return { status: 200, headers: {}, body: info(`${type}/${id} does not exist or was already deleted; nothing to do`) };
     return { status: 200, headers: { ETag: etagOf(w.version) }, body: info(`Deleted ${type}/${id} (version ${w.version})`) };
@@ -363,7 +361,11 @@ async function searchScope(tx: Tx, ctx: TenantContext, type: string | undefined,
 async function visibleIncluded(tx: Tx, ctx: TenantContext, included: Array<{ type: string; id: string; json: string }>) {
   if (!ctx.access || !included.length) return included;
   const byType = new Map<string, string[]>();
-  for (const m of included) byType.set(m.type, [...(byType.get(m.type) ?? []), m.id]);
+  for (const m of included) {
+    const ids = byType.get(m.type);
+    if (ids) ids.push(m.id);
+    else byType.set(m.type, [m.id]);
+  }
   const keep = new Set<string>();
   for (const [t, ids] of byType) {
     const d = ctx.access.decide(t, 'r');

@@ -12,7 +12,7 @@ import { queryPairs } from '../search/params';
 import { TenantDirectory } from './tenants';
 import { routeTemplate } from './route-template';
 import { Access } from '../auth/access';
-import { InvalidToken, TokenVerifier } from '../auth/tokens';
+import { AccessClaims, InvalidToken, TokenVerifier } from '../auth/tokens';
 import { AccessDenied } from '../fhir/errors';
 import type { AuditTrail } from '../audit/trail';
 import { auditEventFor } from '../audit/fhir-requests';
@@ -117,6 +117,8 @@ function unauthorized(baseUrl: string, message: string, invalid: boolean): FhirE
   return e;
 }
 
+const accessByClaims = new WeakMap<AccessClaims, Access>();
+
 /** The caller's Access from `Authorization: Bearer`, or a 401/403. */
 async function authenticate(req: Request, verifier: TokenVerifier, tenant: string, baseUrl: string): Promise<Access> {
   const h = req.headers.authorization;
@@ -130,7 +132,9 @@ async function authenticate(req: Request, verifier: TokenVerifier, tenant: strin
     if (e instanceof InvalidToken) throw unauthorized(baseUrl, e.message, true);
     throw e;
   }
-  const access = new Access(claims);
+  // The verifier hands back the same claims object for the same token: parse its scopes once.
+  let access = accessByClaims.get(claims);
+  if (!access) accessByClaims.set(claims, (access = new Access(claims)));
   if (claims.tenant !== tenant) {
     // A valid token of another practice: refused, and recorded as a security event of this one.
     throw Object.assign(AccessDenied.forbidden(`This access token belongs to another tenant; it cannot be used at ${baseUrl}`), { access });
@@ -167,7 +171,7 @@ export function fhirRouter(config: Config, db: Knex, tenants: TenantDirectory, {
           queryString: req.originalUrl.includes('?') ? req.originalUrl.slice(req.originalUrl.indexOf('?')) : undefined,
           status: out.status,
           responseText: text,
-          requestText: Buffer.isBuffer(req.body) && req.body.length ? req.body.toString('utf8') : undefined,
+          requestBody: Buffer.isBuffer(req.body) && req.body.length ? req.body : undefined,
           location: out.headers.Location,
           security,
           message: err instanceof FhirError ? err.message : undefined,
