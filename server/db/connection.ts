@@ -56,7 +56,9 @@ export async function openDatabase(config: Config, opts: { migrate?: boolean } =
 
   fs.mkdirSync(config.dataDir, { recursive: true });
   const { PGlite } = await import('@electric-sql/pglite');
-  const pglite = new PGlite(path.join(config.dataDir, 'pglite'));
+  // btree_gist: the scheduling tables' exclusion constraint (migrations/011_scheduling.ts)
+  const { btree_gist } = await import('@electric-sql/pglite/contrib/btree_gist');
+  const pglite = new PGlite(path.join(config.dataDir, 'pglite'), { extensions: { btree_gist } });
   await pglite.waitReady;
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const ClientPgLite = require('knex-pglite');
