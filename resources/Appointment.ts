@@ -1,5 +1,7 @@
 import type { Appointment } from 'fhir/r4';
 import { defineResource, ruleIssue, startNotAfterEnd } from './module';
+import { appointmentWritten } from '../server/scheduling/bookings';
+import { appointmentOperations } from '../server/scheduling/operations';
 
 export default defineResource<Appointment>({
   type: 'Appointment',
@@ -19,4 +21,10 @@ export default defineResource<Appointment>({
     }
     return issues;
   },
+  // $find, $book, $cancel, $reschedule (server/scheduling/)
+  get operations() {
+    return appointmentOperations;
+  },
+  // the booking tables, Slot status and scheduling events, in the writing transaction
+  onWrite: (tx, ctx, change) => appointmentWritten(tx, ctx, change.id, change.resource),
 });

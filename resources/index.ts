@@ -5,7 +5,7 @@
  * CapabilityStatement all read this one registry.
  */
 import r4 from '../profiles/r4-registry.json';
-import type { ResourceModule } from './module';
+import type { ModuleOperation, ResourceModule } from './module';
 import AllergyIntolerance from './AllergyIntolerance';
 import Appointment from './Appointment';
 import AuditEvent from './AuditEvent';
@@ -54,6 +54,8 @@ export interface OperationDef {
   types: string[] | '*';
   affectsState: boolean;
   definition: string;
+  /** A module's operation carries its handler; the built-in ones are run by server/fhir/interactions.ts. */
+  handler?: ModuleOperation['handler'];
 }
 
 export interface ResourceTypeDef {
@@ -79,10 +81,13 @@ const ALL_INTERACTIONS: Interaction[] = [
   'read', 'vread', 'update', 'patch', 'delete', 'history-instance', 'history-type', 'create', 'search-type',
 ];
 
-/** Operations every type (or the system) offers. Modules add their own later ($book, $ai-complete...). */
+/** Operations every type offers, then the modules' own ($find, $book, ... beside their type). */
 export const OPERATIONS: OperationDef[] = [
   { name: 'validate', level: ['type', 'instance'], types: '*', affectsState: false, definition: 'http://hl7.org/fhir/OperationDefinition/Resource-validate' },
   { name: 'restore', level: ['instance'], types: '*', affectsState: true, definition: 'urn:fhir-practice-server:OperationDefinition/restore' },
+  ...MODULES.flatMap((m) =>
+    (m.operations ?? []).map((o): OperationDef => ({ name: o.name, level: o.level, types: [m.type], affectsState: o.affectsState, definition: o.definition, handler: o.handler })),
+  ),
 ];
 
 function buildRegistry(): Map<string, ResourceTypeDef> {

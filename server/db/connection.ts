@@ -57,7 +57,9 @@ export async function openDatabase(config: Config, opts: { migrate?: boolean } =
   fs.mkdirSync(config.dataDir, { recursive: true });
   const { PGlite } = await import('@electric-sql/pglite');
   // btree_gist: the scheduling tables' exclusion constraint (migrations/011_scheduling.ts)
-  const { btree_gist } = await import('@electric-sql/pglite/contrib/btree_gist');
+  // (a subpath export: typed by hand, as moduleResolution "node" does not read the exports map)
+  const contrib = '@electric-sql/pglite/contrib/btree_gist';
+  const { btree_gist } = (await import(contrib)) as { btree_gist: import('@electric-sql/pglite').Extension };
   const pglite = new PGlite(path.join(config.dataDir, 'pglite'), { extensions: { btree_gist } });
   await pglite.waitReady;
   // eslint-disable-next-line @typescript-eslint/no-require-imports

@@ -8,7 +8,7 @@ import type { Bundle, BundleEntry, BundleEntryResponse, FhirResource as Resource
 import { registry } from '../../resources';
 import type { Tx } from '../db/tenant-tx';
 import { AccessDenied, badRequest, FhirError } from './errors';
-import { store } from '../store/resource-store';
+import { writes } from './writes';
 import { bodyResource, conditionalMatches, handle, knownType, run, setBundleHandler, writeResponse } from './interactions';
 import type { FhirRequest, FhirResponse, TenantContext } from './types';
 import { errorToResponse } from './error-response';
@@ -234,7 +234,7 @@ async function transaction(ctx: TenantContext, bundle: Bundle, prefer?: string):
             throw withEntry(e, c);
           }
         });
-        const results = await store.createMany(tx, items, { baseUrl: ctx.baseUrl });
+        const results = await writes.createMany(tx, tctx, items, { baseUrl: ctx.baseUrl });
         for (const [i, r] of results.entries()) {
           try {
             await assertWritable(tx, tctx, r.type, r.id, permit(tctx, r.type, 'c'));

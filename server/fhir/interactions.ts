@@ -9,6 +9,7 @@ import { inTenant, Tx } from '../db/tenant-tx';
 import { fastRead } from '../store/fast-read';
 import { history } from '../store/history';
 import { store, StoredVersion, WriteResult } from '../store/resource-store';
+import { hasWriteHook, writes } from './writes';
 import { parseCount, resolveConditions, search } from '../search/search';
 import { QueryInput } from '../search/params';
 import { AccessDenied, badRequest, FhirError, gone, info, notFound, notSupported, outcome, preconditionFailed } from './errors';
@@ -166,7 +167,7 @@ async function create(ctx: TenantContext, req: FhirRequest, type: string): Promi
   assertInteraction(type, 'create');
   const d = permit(ctx, type, 'c');
   const resource = bodyResource(req, type);
-  if (!ctx.tx && !req.headers.ifNoneExist && !req.assignedId && !restricted(d)) {
+  if (!ctx.tx && !req.headers.ifNoneExist && !req.assignedId && !restricted(d) && !hasWriteHook(type)) {
     // The common case, a plain create: one statement, one round trip.
     const w = await store.createStandalone(ctx.db, ctx.tenant, resource, { baseUrl: ctx.baseUrl });
     return writeResponse(req, ctx, w, 201, `Created ${type}/${w.id}`);
@@ -182,7 +183,7 @@ async function create(ctx: TenantContext, req: FhirRequest, type: string): Promi
         return writeResponse(req, ctx, w, 200, `${type}/${v.id} already exists (If-None-Exist); nothing was created`);
       }
     }
-    const w = await store.create(tx, resource, { baseUrl: ctx.baseUrl, id: req.assignedId });
+    const w = await writes.create(tx, ctx, resource, { baseUrl: ctx.baseUrl, id: req.assignedId });
     await assertWritable(tx, ctx, type, w.id, d);
     return writeResponse(req, ctx, w, 201, `Created ${type}/${w.id}`);
   });
@@ -200,7 +201,7 @@ async function update(ctx: TenantContext, req: FhirRequest, type: string, id: st
   const ifMatch = ifMatchOf(req, ctx, 'update');
   return run(ctx, async (tx) => {
     await assertNotHidden(tx, ctx, type, id, d);
-    const w = await store.update(tx, resource, id, { ifMatch, baseUrl: ctx.baseUrl });
+    const w = await writes.update(tx, ctx, resource, id, { ifMatch, baseUrl: ctx.baseUrl });
     await assertWritable(tx, ctx, type, id, d);
     return writeResponse(req, ctx, w, w.created ? 201 : 200, w.created ? `Created ${type}/${id}` : `Updated ${type}/${id}`);
   });
@@ -233,16 +234,16 @@ async function conditionalUpdateIn(
       throw badRequest(`The body id "${resource.id}" differs from the matched ${type}/${ids[0]}`, [`${type}.id`]);
     }
     const ifMatch = req.headers.ifMatch ? parseEtag(req.headers.ifMatch) : undefined;
-    const w = await store.update(tx, { ...resource, id: ids[0] } as Resource, ids[0], { ifMatch, baseUrl: ctx.baseUrl });
+    const w = await writes.update(tx, ctx, { ...resource, id: ids[0] } as Resource, ids[0], { ifMatch, baseUrl: ctx.baseUrl });
     return { id: w.id, response: writeResponse(req, ctx, w, 200, `Updated ${type}/${ids[0]}`) };
   }
   if (resource.id) {
     checkId(resource.id);
     await assertNotHidden(tx, ctx, type, resource.id, d);
-    const w = await store.update(tx, resource, resource.id, { baseUrl: ctx.baseUrl });
+    const w = await writes.update(tx, ctx, resource, resource.id, { baseUrl: ctx.baseUrl });
     return { id: w.id, response: writeResponse(req, ctx, w, w.created ? 201 : 200, `Created ${type}/${resource.id}`) };
   }
-  const w = await store.create(tx, resource, { baseUrl: ctx.baseUrl });
+  const w = await writes.create(tx, ctx, resource, { baseUrl: ctx.baseUrl });
   return { id: w.id, response: writeResponse(req, ctx, w, 201, `Created ${type}/${w.id}`) };
 }
 
@@ -277,7 +278,7 @@ async function patchOne(ctx: TenantContext, req: FhirRequest, tx: Tx, type: stri
     throw FhirError.of(422, 'processing', `A patch may not change resourceType or id`);
   }
   assertValid(patched, type);
-  const w = await store.update(tx, patched, id, { ifMatch: current.version, baseUrl: ctx.baseUrl, method: 'PATCH' });
+  const w = await writes.update(tx, ctx, patched, id, { ifMatch: current.version, baseUrl: ctx.baseUrl, method: 'PATCH' });
   await assertWritable(tx, ctx, type, id, d);
   return writeResponse(req, ctx, w, 200, `Patched ${type}/${id}`);
 }
@@ -305,7 +306,7 @@ async function remove(ctx: TenantContext, req: FhirRequest, type: string, id: st
   const ifMatch = req.headers.ifMatch ? parseEtag(req.headers.ifMatch) : undefined;
   return run(ctx, async (tx): Promise<FhirResponse> => {
     await assertNotHidden(tx, ctx, type, id, d);
-    const w = await store.delete(tx, type, id, { ifMatch });
+    const w = await writes.delete(tx, ctx, type, id, { ifMatch });
     if (!w) return { status: 200, headers: {}, body: info(`${type}/${id} does not exist or was already deleted; nothing to do`) };
     return { status: 200, headers: { ETag: etagOf(w.version) }, body: info(`Deleted ${type}/${id} (version ${w.version})`) };
   });
@@ -322,7 +323,7 @@ async function conditionalDelete(ctx: TenantContext, req: FhirRequest, type: str
     if (ids.length > MAX_CONDITIONAL_DELETE) {
       throw FhirError.of(412, 'multiple-matches', `The conditional delete matched more than ${MAX_CONDITIONAL_DELETE} ${type} resources; narrow the criteria`);
     }
-    for (const id of ids) await store.delete(tx, type, id);
+    for (const id of ids) await writes.delete(tx, ctx, type, id);
     return { status: 200, headers: {}, body: info(`Deleted ${ids.length} ${type} resource(s)`) };
   });
 }
@@ -535,7 +536,7 @@ async function restoreOp(ctx: TenantContext, req: FhirRequest, type: string, id:
   assertInteraction(type, 'update');
   const d = permit(ctx, type, 'u');
   return run(ctx, async (tx) => {
-    const w = await store.restore(tx, type, id, { baseUrl: ctx.baseUrl });
+    const w = await writes.restore(tx, ctx, type, id, { baseUrl: ctx.baseUrl });
     await assertWritable(tx, ctx, type, id, d);
     return writeResponse(req, ctx, w, 200, `Restored ${type}/${id} as version ${w.version}`);
   });
@@ -547,6 +548,7 @@ async function operation(ctx: TenantContext, req: FhirRequest, op: string, type:
   const def = operationsFor(type, level).find((o) => o.name === name);
   if (!def) throw notFound(`Operation ${op} is not defined at ${level} level for ${type}`);
   if (req.method === 'GET' && def.affectsState) throw notSupported(405, `${op} changes state; invoke it with POST`);
+  if (def.handler) return def.handler(ctx, req, { type, id });
   if (name === 'validate') return validateOp(ctx, req, type, id);
   if (name === 'restore') return restoreOp(ctx, req, type, id!);
   throw notSupported(501, `${op} is not implemented`);

@@ -55,4 +55,14 @@ export interface TenantSettings {
   signInAttemptsPer15Minutes?: number;
   /** Browser origins (registered SMART apps) allowed to call the API (CORS). */
   corsOrigins?: string[];
+  /** Scheduling: how far ahead $find/$book (and a patient's own booking) must be (default 120 minutes). */
+  bookingLeadTimeMinutes?: number;
+  /** Scheduling: a patient may cancel or move their appointment only this many hours ahead (default 24). */
+  patientCancelMinHours?: number;
+  /** Scheduling: how many days ahead Slots are generated from practitioners' hours (default 90). */
+  slotHorizonDays?: number;
+  /** Scheduling: the practice's phone number, named in the "book at least ... in advance" message. */
+  practicePhone?: string;
+  /** Scheduling: IANA time zone of hours that do not name their own (default UTC). */
+  timeZone?: string;
 }
