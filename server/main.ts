@@ -63,7 +63,7 @@ async function main(): Promise<void> {
     if (ensureSigningKey(config)) logger.info({ file: signingKeyFile(config) }, 'created a new token signing key');
     const db = await openDatabase(config, { migrate: true });
     if (config.demo) {
-      await ensureTenant(db.owner, 'demo', 'Demo practice');
+      await ensureTenant(db.owner, 'demo', 'Demo practice', { practicePhone: '+1-555-0100' });
       await loadDemoData(db.app, config);
       await ensureDemoAuth(db.app, config);
     }

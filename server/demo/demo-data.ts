@@ -1,24 +1,15 @@
 /** A small, fictional demo practice: loaded into the `demo` tenant on first start. */
 import type { Bundle, BundleEntry, FhirResource as Resource } from 'fhir/r4';
+import { EXT } from '../scheduling/rules';
 
 function entry(fullUrl: string, resource: Resource): BundleEntry {
   return { fullUrl, resource, request: { method: 'POST', url: resource.resourceType } };
-}
-
-/** Next weekday (Mon-Fri) at hh:00 UTC, `days` days from now at least. */
-function weekdayAt(days: number, hour: number): Date {
-  const d = new Date();
-  d.setUTCDate(d.getUTCDate() + days);
-  while (d.getUTCDay() === 0 || d.getUTCDay() === 6) d.setUTCDate(d.getUTCDate() + 1);
-  d.setUTCHours(hour, 0, 0, 0);
-  return d;
 }
 
 export function demoBundle(): Bundle {
   const org = 'urn:uuid:8e1f3a52-0000-4000-8000-000000000001';
   const pract = 'urn:uuid:8e1f3a52-0000-4000-8000-000000000002';
   const role = 'urn:uuid:8e1f3a52-0000-4000-8000-000000000003';
-  const sched = 'urn:uuid:8e1f3a52-0000-4000-8000-000000000004';
   const entries: BundleEntry[] = [
     entry(org, {
       resourceType: 'Organization',
@@ -40,13 +31,21 @@ export function demoBundle(): Bundle {
       practitioner: { reference: pract },
       organization: { reference: org },
       code: [{ coding: [{ system: 'http://nucc.org/provider-taxonomy', code: '101YM0800X', display: 'Mental Health Counselor' }] }],
+      // Weekly hours in the practice's time zone, a 50-minute session with a 10-minute buffer and a
+      // lunch break: the server derives the Schedule and its Slots (docs/scheduling.md).
       availableTime: [{ daysOfWeek: ['mon', 'tue', 'wed', 'thu', 'fri'], availableStartTime: '09:00:00', availableEndTime: '17:00:00' }],
-    }),
-    entry(sched, {
-      resourceType: 'Schedule',
-      active: true,
-      actor: [{ reference: pract }],
-      comment: 'Dr. Rivera, weekly hours Mon-Fri 09:00-17:00',
+      extension: [
+        { url: EXT.timeZone, valueCode: 'America/New_York' },
+        {
+          url: EXT.appointmentType,
+          extension: [
+            { url: 'type', valueCoding: { system: 'http://terminology.hl7.org/CodeSystem/v2-0276', code: 'ROUTINE', display: 'Therapy session' } },
+            { url: 'minutes', valuePositiveInt: 50 },
+            { url: 'buffer', valueUnsignedInt: 10 },
+          ],
+        },
+        { url: EXT.recurringBlock, extension: [{ url: 'start', valueTime: '12:00:00' }, { url: 'end', valueTime: '13:00:00' }, { url: 'description', valueString: 'Lunch' }] },
+      ],
     }),
   ];
   const patients = [
@@ -80,21 +79,5 @@ export function demoBundle(): Bundle {
       );
     }
   });
-  // Two days of free hourly slots in the coming week.
-  for (let day = 1; day <= 2; day++) {
-    for (let hour = 14; hour < 20; hour++) {
-      const start = weekdayAt(day, hour);
-      const end = new Date(start.getTime() + 3600_000);
-      entries.push(
-        entry(`urn:uuid:8e1f3a52-0000-4000-8001-${String(day * 100 + hour).padStart(12, '0')}`, {
-          resourceType: 'Slot',
-          schedule: { reference: sched },
-          status: 'free',
-          start: start.toISOString(),
-          end: end.toISOString(),
-        }),
-      );
-    }
-  }
   return { resourceType: 'Bundle', type: 'transaction', entry: entries };
 }

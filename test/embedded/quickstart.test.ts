@@ -104,6 +104,30 @@ test('the demo tenant has demo data, searchable', async () => {
   expect(pr.body.total).toBe(1);
 });
 
+test('the demo practitioner has hours: $find proposes, $book books, a second $book of the slot is a 409', async () => {
+  const now = Date.now();
+  const post = (url: string, body: unknown) =>
+    api(url, { method: 'POST', headers: { 'Content-Type': 'application/fhir+json' }, body: JSON.stringify(body) });
+  const pr = await json(await api(`${base}/Practitioner?family=rivera`));
+  const practitioner = `Practitioner/${pr.body.entry[0].resource.id}`;
+  const found = await json(await post(`${base}/Appointment/$find`, {
+    resourceType: 'Parameters',
+    parameter: [
+      { name: 'start', valueDateTime: new Date(now + 86_400_000).toISOString() },
+      { name: 'end', valueDateTime: new Date(now + 8 * 86_400_000).toISOString() },
+      { name: 'practitioner', valueReference: { reference: practitioner } },
+    ],
+  }));
+  expect(found.status).toBe(200);
+  expect(found.body.total).toBeGreaterThanOrEqual(20); // 5 weekdays x 7 sessions (lunch blocked)
+  const proposal = found.body.entry[0].resource;
+  expect(proposal.minutesDuration).toBe(50);
+  const patient = (await json(await api(`${base}/Patient?family=okafor`))).body.entry[0].resource.id;
+  const body = { resourceType: 'Parameters', parameter: [{ name: 'appointment-resource', resource: proposal }, { name: 'patient-reference', valueReference: { reference: `Patient/${patient}` } }] };
+  const [a, b] = await Promise.all([post(`${base}/Appointment/$book`, body), post(`${base}/Appointment/$book`, body)]);
+  expect([a.status, b.status].sort()).toEqual([201, 409]);
+});
+
 test('create, update, history and a transaction work on the embedded database', async () => {
   const c = await json(
     await api(`${base}/Patient`, {
