@@ -26,5 +26,5 @@ export default defineResource<Appointment>({
     return appointmentOperations;
   },
   // the booking tables, Slot status and scheduling events, in the writing transaction
-  onWrite: (tx, ctx, change) => appointmentWritten(tx, ctx, change.id, change.resource),
+  onWrite: (tx, ctx, change) => appointmentWritten(tx, ctx, change.id, change.resource, change.interaction === 'create'),
 });

@@ -63,3 +63,46 @@ export function isOpen(rules: Rules, start: Date, end: Date): boolean {
   const wd = weekday(day);
   return rules.hours.some((h) => h.days.includes(wd) && local(day, h.start, zone).toMillis() <= s && local(day, h.end, zone).toMillis() >= e);
 }
+
+/**
+ * The open time of the rules over [from, to): inside the weekly hours, outside blocked time, as
+ * sorted absolute intervals; computed once per $find, so that checking a proposal is arithmetic.
+ */
+export function openWindows(rules: Rules, from: Date, to: Date): Array<[number, number]> {
+  const zone = rules.timeZone;
+  const open: Array<[number, number]> = [];
+  const blocks: Array<[number, number]> = rules.blocks.map((b) => [Date.parse(b.start), Date.parse(b.end)]);
+  const last = DateTime.fromJSDate(to, { zone }).startOf('day');
+  for (let day = DateTime.fromJSDate(from, { zone }).startOf('day'); day <= last; day = day.plus({ days: 1 })) {
+    const wd = weekday(day);
+    for (const h of rules.hours) if (h.days.includes(wd)) open.push([local(day, h.start, zone).toMillis(), local(day, h.end, zone).toMillis()]);
+    blocks.push(...recurringOn(day, rules.recurringBlocks, zone));
+  }
+  // subtract the blocks from the open intervals
+  let windows = open.sort((a, b) => a[0] - b[0]);
+  for (const [bs, be] of blocks) {
+    const next: Array<[number, number]> = [];
+    for (const [s, e] of windows) {
+      if (be <= s || bs >= e) next.push([s, e]);
+      else {
+        if (bs > s) next.push([s, bs]);
+        if (be < e) next.push([be, e]);
+      }
+    }
+    windows = next;
+  }
+  return windows;
+}
+
+/** Whether [s, e) lies inside one of the windows (sorted, from openWindows). */
+export function insideWindows(windows: Array<[number, number]>, s: number, e: number): boolean {
+  let lo = 0;
+  let hi = windows.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    if (windows[mid][1] < e) lo = mid + 1;
+    else if (windows[mid][0] > s) hi = mid - 1;
+    else return true;
+  }
+  return false;
+}

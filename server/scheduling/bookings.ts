@@ -37,6 +37,13 @@ export function practitionersOf(a: Appointment): string[] {
   return [...new Set(refs)];
 }
 
+/** A text[] from pg (an array) or PGlite (possibly the literal '{a,b}'). */
+function pgArray(v: string[] | string | null): string[] {
+  if (!v) return [];
+  if (Array.isArray(v)) return v;
+  return v.replace(/^\{|\}$/g, '').split(',').filter(Boolean).map((x) => x.replace(/^"|"$/g, ''));
+}
+
 function dbConflict(e: unknown): FhirError | undefined {
   const code = (e as { code?: string })?.code;
   if (code === '23505' || code === '40P01' || code === '40001') return FhirError.of(409, 'conflict', SLOT_TAKEN);
@@ -58,26 +65,35 @@ export function cancelTooLateMessage(ctx: TenantContext): string {
   return `Appointments can be cancelled or moved online up to ${s.patientCancelMinHours === 1 ? '1 hour' : `${s.patientCancelMinHours} hours`} ahead. Please call ${s.practicePhone ?? 'the practice'} to change this appointment.`;
 }
 
-export async function appointmentWritten(tx: Tx, ctx: TenantContext, id: string, a: Appointment | null): Promise<void> {
+export async function appointmentWritten(tx: Tx, ctx: TenantContext, id: string, a: Appointment | null, isNew = false): Promise<void> {
   const settings = schedulingSettings(ctx.settings);
   const active = !!a && OCCUPYING.has(a.status) && !!a.start && !!a.end;
   const newSlots = active ? slotIdsOf(a!) : [];
-  const newActors = active ? practitionersOf(a!) : [];
   const start = active ? new Date(a!.start!) : undefined;
   const end = active ? new Date(a!.end!) : undefined;
+  const newActors = active && start!.getTime() < end!.getTime() ? practitionersOf(a!) : [];
 
-  // what the Appointment held before this write
-  const oldSlotRows = (await tx.raw(`DELETE FROM booked_slot WHERE tenant_id = ? AND appointment_id = ? RETURNING slot_id`, [tx.tenant, id])).rows as Array<{ slot_id: string }>;
-  const oldTimeRows = (
-    await tx.raw(`DELETE FROM booked_time WHERE tenant_id = ? AND appointment_id = ? RETURNING lower(period) AS s, upper(period) AS e`, [tx.tenant, id])
-  ).rows as Array<{ s: Date; e: Date }>;
-  const oldSlots = oldSlotRows.map((r) => r.slot_id);
-  const oldSlotTimes = oldSlots.length
-    ? ((await tx.raw(`SELECT min(start_at) AS s, max(end_at) AS e FROM sched_slot WHERE tenant_id = ? AND slot_id = ANY(?)`, [tx.tenant, oldSlots])).rows[0] as { s: Date | null; e: Date | null })
-    : { s: null, e: null };
-  const wasActive = oldSlots.length > 0 || oldTimeRows.length > 0;
-  const oldStart = oldTimeRows[0]?.s ?? oldSlotTimes.s ?? undefined;
-  const oldEnd = oldTimeRows[0]?.e ?? oldSlotTimes.e ?? undefined;
+  // what the Appointment held before this write (nothing when it is new): one statement
+  let oldSlots: string[] = [];
+  let oldStart: Date | undefined;
+  let oldEnd: Date | undefined;
+  let wasActive = false;
+  if (!isNew) {
+    const old = (
+      await tx.raw(
+        `WITH s AS (DELETE FROM booked_slot WHERE tenant_id = ? AND appointment_id = ? RETURNING slot_id),
+              t AS (DELETE FROM booked_time WHERE tenant_id = ? AND appointment_id = ? RETURNING lower(period) AS s, upper(period) AS e)
+         SELECT (SELECT array_agg(slot_id) FROM s) AS slots, (SELECT count(*) FROM t)::int AS times,
+                COALESCE((SELECT min(t.s) FROM t), (SELECT min(x.start_at) FROM sched_slot x WHERE x.tenant_id = ? AND x.slot_id IN (SELECT slot_id FROM s))) AS s,
+                COALESCE((SELECT max(t.e) FROM t), (SELECT max(x.end_at) FROM sched_slot x WHERE x.tenant_id = ? AND x.slot_id IN (SELECT slot_id FROM s))) AS e`,
+        [tx.tenant, id, tx.tenant, id, tx.tenant, tx.tenant],
+      )
+    ).rows[0] as { slots: string[] | string | null; times: number; s: Date | null; e: Date | null };
+    oldSlots = pgArray(old.slots);
+    wasActive = oldSlots.length > 0 || old.times > 0;
+    oldStart = old.s ?? undefined;
+    oldEnd = old.e ?? undefined;
+  }
 
   const freed = oldSlots.filter((s) => !newSlots.includes(s));
   const taken = newSlots.filter((s) => !oldSlots.includes(s));
@@ -96,37 +112,42 @@ export async function appointmentWritten(tx: Tx, ctx: TenantContext, id: string,
 
   const takenSlots: Slot[] = [];
   if (active) {
-    if (taken.length) {
-      // the Slot rows, locked: concurrent bookings of one Slot queue here, and every one after the first sees it taken
-      const rows = (
-        await guarded(() => tx.raw(`SELECT slot_id, start_at, end_at, status FROM sched_slot WHERE tenant_id = ? AND slot_id = ANY(?) FOR UPDATE`, [tx.tenant, taken]))
-      ).rows as Array<{ slot_id: string; start_at: Date; end_at: Date; status: string }>;
-      for (const sid of taken) {
-        const r = rows.find((x) => x.slot_id === sid);
-        if (!r) throw unprocessable(`Appointment.slot: Slot/${sid} is not known`, ['Appointment.slot']);
-        if (r.status === 'busy' || r.status === 'busy-tentative') throw FhirError.of(409, 'conflict', SLOT_TAKEN);
-        if (r.status !== 'free') throw FhirError.of(409, 'conflict', `Slot/${sid} is not available (${r.status})`);
+    // the Slot rows, locked: concurrent bookings of one Slot queue here, and every one after the
+    // first sees it taken (the primary key of booked_slot stays the last word)
+    const rows = newSlots.length
+      ? ((
+          await guarded(() =>
+            tx.raw(`SELECT slot_id, start_at, end_at, status FROM sched_slot WHERE tenant_id = ? AND slot_id = ANY(?) ORDER BY slot_id FOR UPDATE`, [tx.tenant, newSlots]),
+          )
+        ).rows as Array<{ slot_id: string; start_at: Date; end_at: Date; status: string }>)
+      : [];
+    for (const sid of taken) {
+      const r = rows.find((x) => x.slot_id === sid);
+      if (!r) throw unprocessable(`Appointment.slot: Slot/${sid} is not known`, ['Appointment.slot']);
+      if (r.status === 'busy' || r.status === 'busy-tentative') throw FhirError.of(409, 'conflict', SLOT_TAKEN);
+      if (r.status !== 'free') throw FhirError.of(409, 'conflict', `Slot/${sid} is not available (${r.status})`);
+    }
+    if (rows.length === newSlots.length && rows.length) {
+      const s0 = Math.min(...rows.map((r) => new Date(r.start_at).getTime()));
+      const e0 = Math.max(...rows.map((r) => new Date(r.end_at).getTime()));
+      if (start!.getTime() < s0 || end!.getTime() > e0) {
+        throw unprocessable(`Appointment start/end (${a!.start} – ${a!.end}) must lie within its Slots (${new Date(s0).toISOString()} – ${new Date(e0).toISOString()})`, ['Appointment.start']);
       }
     }
-    if (newSlots.length) {
-      const span = (await tx.raw(`SELECT min(start_at) AS s, max(end_at) AS e, count(*)::int AS n FROM sched_slot WHERE tenant_id = ? AND slot_id = ANY(?)`, [tx.tenant, newSlots]))
-        .rows[0] as { s: Date; e: Date; n: number };
-      if (span.n === newSlots.length && (start!.getTime() < new Date(span.s).getTime() || end!.getTime() > new Date(span.e).getTime())) {
-        throw unprocessable(`Appointment start/end (${a!.start} – ${a!.end}) must lie within its Slots (${new Date(span.s).toISOString()} – ${new Date(span.e).toISOString()})`, ['Appointment.start']);
-      }
+    if (newSlots.length || newActors.length) {
+      // the booking rows and the taken Slots' status, in one statement; a constraint violation is the 409
       await guarded(() =>
-        tx.raw(`INSERT INTO booked_slot (tenant_id, slot_id, appointment_id) SELECT ?, s, ? FROM unnest(?::text[]) AS s`, [tx.tenant, id, newSlots]),
-      );
-    }
-    if (newActors.length && start!.getTime() < end!.getTime()) {
-      await guarded(() =>
-        tx.raw(`INSERT INTO booked_time (tenant_id, appointment_id, actor, period) SELECT ?, ?, a, tstzrange(?, ?, '[)') FROM unnest(?::text[]) AS a`, [
-          tx.tenant, id, start, end, newActors,
-        ]),
+        tx.raw(
+          `WITH a AS (INSERT INTO booked_slot (tenant_id, slot_id, appointment_id) SELECT ?, x, ? FROM unnest(?::text[]) AS x),
+                b AS (INSERT INTO booked_time (tenant_id, appointment_id, actor, period) SELECT ?, ?, x, tstzrange(?, ?, '[)') FROM unnest(?::text[]) AS x),
+                c AS (UPDATE sched_slot SET status = 'busy' WHERE tenant_id = ? AND slot_id = ANY(?))
+           SELECT 1`,
+          [tx.tenant, id, newSlots, tx.tenant, id, start, end, newActors, tx.tenant, taken],
+        ),
       );
     }
     for (const sid of taken) {
-      const s = await setSlotStatus(tx, ctx, sid, 'busy');
+      const s = await setSlotStatus(tx, ctx, sid, 'busy', false);
       if (s) takenSlots.push(s);
     }
   }

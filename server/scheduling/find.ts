@@ -11,7 +11,7 @@ import { badRequest } from '../fhir/errors';
 import { permit } from '../fhir/authorize';
 import { run } from '../fhir/interactions';
 import type { FhirRequest, FhirResponse, TenantContext } from '../fhir/types';
-import { isOpen } from './availability';
+import { insideWindows, openWindows } from './availability';
 import { instant, opInput, typedRef } from './params';
 import { AppointmentType, matchesType, offeredTypes, Rules } from './rules';
 import { schedulingSettings } from './settings';
@@ -94,17 +94,30 @@ export async function findAppointments(ctx: TenantContext, q: FindQuery): Promis
     const firstLen = (new Date(run_[0].end_at).getTime() - new Date(run_[0].start_at).getTime()) / 60_000;
     let types: AppointmentType[] = offeredTypes(r, firstLen);
     if (q.types.length) types = types.filter((t) => q.types.some((tok) => matchesType(t, tok)));
-    for (const t of types) propose(run_, t, r, sched?.roleId, q, from, proposals);
+    // adjacent windows (hours 09-12 and 12-17) are merged so that a proposal may span them
+    const windows = r ? merge(openWindows(r, from, new Date(q.end.getTime() + 86_400_000))) : undefined;
+    for (const t of types) propose(run_, t, r, windows, sched?.roleId, q, from, proposals);
     i = j;
   }
   proposals.sort((x, y) => x.at - y.at);
   return { total: proposals.length, proposals: proposals.slice(0, q.count).map((p) => p.a) };
 }
 
+function merge(w: Array<[number, number]>): Array<[number, number]> {
+  const out: Array<[number, number]> = [];
+  for (const x of w) {
+    const last = out[out.length - 1];
+    if (last && x[0] <= last[1]) last[1] = Math.max(last[1], x[1]);
+    else out.push([x[0], x[1]]);
+  }
+  return out;
+}
+
 function propose(
   slots: Candidate[],
   t: AppointmentType,
   rules: Rules | undefined,
+  windows: Array<[number, number]> | undefined,
   roleId: string | undefined,
   q: FindQuery,
   from: Date,
@@ -124,7 +137,7 @@ function propose(
     }
     if (covered < need && rules) continue; // not enough contiguous free time for this type
     const endAt = rules ? at + t.minutes * 60_000 : ms(first.end_at);
-    if (rules && !isOpen(rules, new Date(at), new Date(Math.max(endAt, at + need)))) continue;
+    if (windows && !insideWindows(windows, at, Math.max(endAt, at + need))) continue;
     const minutes = Math.round((endAt - at) / 60_000);
     const a: Appointment = {
       resourceType: 'Appointment',

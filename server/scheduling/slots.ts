@@ -66,13 +66,13 @@ export async function slotWritten(tx: Tx, slotId: string, slot: Slot | null): Pr
 }
 
 /** Sets a Slot's status (a new version of the Slot and its sched_slot row); returns the Slot. */
-export async function setSlotStatus(tx: Tx, ctx: TenantContext, slotId: string, status: Slot['status']): Promise<Slot | undefined> {
+export async function setSlotStatus(tx: Tx, ctx: TenantContext, slotId: string, status: Slot['status'], projection = true): Promise<Slot | undefined> {
   const v = await store.read(tx, 'Slot', slotId);
   if (!v || v.deleted) return undefined;
   const slot = JSON.parse(v.json!) as Slot;
   if (slot.status === status) return slot;
   const w = await store.update(tx, { ...slot, status }, slotId, { baseUrl: ctx.baseUrl });
-  await tx.raw(`UPDATE sched_slot SET status = ? WHERE tenant_id = ? AND slot_id = ?`, [status, tx.tenant, slotId]);
+  if (projection) await tx.raw(`UPDATE sched_slot SET status = ? WHERE tenant_id = ? AND slot_id = ?`, [status, tx.tenant, slotId]);
   return w.resource as Slot;
 }
 
