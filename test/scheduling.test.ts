@@ -44,6 +44,24 @@ describe('hours -> Slots', () => {
     }
   });
 
+  test('$regenerate-slots (instance and type level) is idempotent; a deleted role takes its free Slots with it', async () => {
+    const { roleId } = await bookablePractitioner(s, { timeZone: 'Europe/Berlin' });
+    const one = await s.http.post(`${s.base}/PractitionerRole/${roleId}/$regenerate-slots`).set('Content-Type', FHIR_JSON).send({ resourceType: 'Parameters' });
+    expect(one.status).toBe(200);
+    const n = (r: { body: { parameter: Array<{ name: string; valueInteger: number }> } }, k: string) => r.body.parameter.find((p) => p.name === k)!.valueInteger;
+    expect(n(one, 'created')).toBe(0);
+    expect(n(one, 'removed')).toBe(0);
+    const all = await s.http.post(`${s.base}/PractitionerRole/$regenerate-slots`).set('Content-Type', FHIR_JSON).send({ resourceType: 'Parameters' });
+    expect(all.status).toBe(200);
+    expect(n(all, 'schedules')).toBeGreaterThanOrEqual(1);
+    const patient = await patientToken(s, 'nobody');
+    expect((await patient.post(`${s.base}/PractitionerRole/${roleId}/$regenerate-slots`).set('Content-Type', FHIR_JSON).send({ resourceType: 'Parameters' })).status).toBe(403);
+    const scheduleId = (await s.http.get(`${s.base}/Schedule?actor=PractitionerRole/${roleId}`)).body.entry[0].resource.id;
+    expect((await s.http.delete(`${s.base}/PractitionerRole/${roleId}`)).status).toBe(200);
+    const left = await s.http.get(`${s.base}/Slot?schedule=Schedule/${scheduleId}&_summary=count`);
+    expect(left.body.total).toBe(0);
+  });
+
   test('an invalid time zone or hours are a 422 OperationOutcome', async () => {
     const p = await s.http.post(`${s.base}/Practitioner`).set('Content-Type', FHIR_JSON).send({ resourceType: 'Practitioner' });
     const bad = role(p.body.id, { timeZone: 'Mars/Olympus' });
