@@ -104,7 +104,7 @@ test('the demo tenant has demo data, searchable', async () => {
   expect(pr.body.total).toBe(1);
 });
 
-test('the demo practitioner has hours: $find proposes, $book books, a second $book of the slot is a 409', async () => {
+test('the demo practitioner has hours: $find proposes, $book books, a second $book of the slot is a 409, $cancel frees it', async () => {
   const now = Date.now();
   const post = (url: string, body: unknown) =>
     api(url, { method: 'POST', headers: { 'Content-Type': 'application/fhir+json' }, body: JSON.stringify(body) });
@@ -126,6 +126,12 @@ test('the demo practitioner has hours: $find proposes, $book books, a second $bo
   const body = { resourceType: 'Parameters', parameter: [{ name: 'appointment-resource', resource: proposal }, { name: 'patient-reference', valueReference: { reference: `Patient/${patient}` } }] };
   const [a, b] = await Promise.all([post(`${base}/Appointment/$book`, body), post(`${base}/Appointment/$book`, body)]);
   expect([a.status, b.status].sort()).toEqual([201, 409]);
+  const booked = await json(a.status === 201 ? a : b);
+  const id = booked.body.entry[0].resource.id;
+  const cancelled = await json(await post(`${base}/Appointment/${id}/$cancel`, { resourceType: 'Parameters', parameter: [{ name: 'reason', valueString: 'smoke test' }] }));
+  expect(cancelled.status).toBe(200);
+  expect(cancelled.body.status).toBe('cancelled');
+  expect((await post(`${base}/Appointment/$book`, body)).status).toBe(201); // the slot is free again
 });
 
 test('create, update, history and a transaction work on the embedded database', async () => {
