@@ -160,6 +160,11 @@ describe('$find', () => {
     const blocked = await s.http.get(`${s.base}/Slot?schedule=Schedule/${scheduleId}&status=busy-unavailable&_count=100`);
     expect(blocked.body.total).toBeGreaterThanOrEqual(2);
     roleRes = put.body;
+    // cancelling the appointment under the block does not offer its slot: it is busy-unavailable now
+    const c = await s.http.post(`${s.base}/Appointment/${booked.id}/$cancel`).set('Content-Type', FHIR_JSON).send({ resourceType: 'Parameters', parameter: [{ name: 'reason', valueString: 'conference' }] });
+    expect(c.status).toBe(200);
+    expect((await s.http.get(`${s.base}/${booked.slot![0].reference}`)).body.status).toBe('busy-unavailable');
+    expect(proposals((await find(s.http, s.base, q())).bundle).map((a) => a.start)).not.toContain(booked.start);
   });
 
   test('excludes out-of-hours slots: shorter hours remove the free Slots outside them', async () => {

@@ -15,6 +15,8 @@ import { FhirError, unprocessable } from '../fhir/errors';
 import type { TenantContext } from '../fhir/types';
 import { emitSchedulingEvent } from './events';
 import { setSlotStatus } from './slots';
+import { isOpen } from './availability';
+import type { Rules } from './rules';
 import { schedulingSettings, tooSoonMessage } from './settings';
 
 /** Statuses in which an Appointment holds its time and Slots. */
@@ -128,8 +130,12 @@ export async function appointmentWritten(tx: Tx, ctx: TenantContext, id: string,
       if (r.status !== 'free') throw FhirError.of(409, 'conflict', `Slot/${sid} is not available (${r.status})`);
     }
     if (rows.length === newSlots.length && rows.length) {
-      const s0 = Math.min(...rows.map((r) => new Date(r.start_at).getTime()));
-      const e0 = Math.max(...rows.map((r) => new Date(r.end_at).getTime()));
+      const spans = rows.map((r) => [new Date(r.start_at).getTime(), new Date(r.end_at).getTime()]).sort((x, y) => x[0] - y[0]);
+      if (spans.some((x, i) => i > 0 && x[0] !== spans[i - 1][1])) {
+        throw unprocessable('Appointment.slot: the Slots of one appointment must follow each other without a gap', ['Appointment.slot']);
+      }
+      const s0 = spans[0][0];
+      const e0 = spans[spans.length - 1][1];
       if (start!.getTime() < s0 || end!.getTime() > e0) {
         throw unprocessable(`Appointment start/end (${a!.start} – ${a!.end}) must lie within its Slots (${new Date(s0).toISOString()} – ${new Date(e0).toISOString()})`, ['Appointment.start']);
       }
@@ -151,10 +157,24 @@ export async function appointmentWritten(tx: Tx, ctx: TenantContext, id: string,
       if (s) takenSlots.push(s);
     }
   }
+  // A Slot left behind is free again, unless the hours changed while it was booked: then it is
+  // outside them or in blocked time now, and becomes busy-unavailable (never offered, never freed).
   const freedSlots: Slot[] = [];
-  for (const sid of freed) {
-    const s = await setSlotStatus(tx, ctx, sid, 'free');
-    if (s) freedSlots.push(s);
+  if (freed.length) {
+    const rows = (
+      await tx.raw(
+        `SELECT s.slot_id, s.start_at, s.end_at, sc.rules FROM sched_slot s
+           LEFT JOIN sched_schedule sc ON sc.tenant_id = s.tenant_id AND sc.schedule_id = s.schedule_id
+          WHERE s.tenant_id = ? AND s.slot_id = ANY(?) ORDER BY s.slot_id`,
+        [tx.tenant, freed],
+      )
+    ).rows as Array<{ slot_id: string; start_at: Date; end_at: Date; rules: Rules | string | null }>;
+    for (const r of rows) {
+      const rules = typeof r.rules === 'string' ? (JSON.parse(r.rules) as Rules | null) : r.rules;
+      const open = !rules || isOpen(rules, new Date(r.start_at), new Date(r.end_at));
+      const slot = await setSlotStatus(tx, ctx, r.slot_id, open ? 'free' : 'busy-unavailable');
+      if (slot && open) freedSlots.push(slot);
+    }
   }
 
   if (!wasActive && active) await emitSchedulingEvent(tx, ctx, { kind: 'booked', appointment: a!, slots: takenSlots });
