@@ -12,7 +12,7 @@ import { writes } from '../fhir/writes';
 import type { FhirRequest, FhirResponse, TenantContext } from '../fhir/types';
 import type { Tx } from '../db/tenant-tx';
 import { store, WriteResult } from '../store/resource-store';
-import { OCCUPYING, SLOT_TAKEN, slotIdsOf } from './bookings';
+import { guarded, OCCUPYING, SLOT_TAKEN, slotIdsOf } from './bookings';
 import { opInput, typedRef } from './params';
 import { schedulingSettings, tooSoonMessage } from './settings';
 
@@ -54,17 +54,24 @@ function booking(ctx: TenantContext, proposed: Appointment, patientParam?: strin
   } as Appointment;
 }
 
-/** Early answer for the common race (the constraint decides for those that pass together). */
-async function assertSlotsFree(tx: Tx, slotIds: string[], exceptAppointment?: string): Promise<void> {
-  const r = await tx.raw(
-    `SELECT s.slot_id, s.status, b.appointment_id FROM unnest(?::text[]) AS q(id)
-       LEFT JOIN sched_slot s ON s.tenant_id = ? AND s.slot_id = q.id
-       LEFT JOIN booked_slot b ON b.tenant_id = ? AND b.slot_id = q.id`,
-    [slotIds, tx.tenant, tx.tenant],
+/**
+ * Before anything is written: lock the Slot rows (in id order) and check them. Concurrent bookings
+ * of one Slot wait here, not after inserting their Appointment; when the first commits, the
+ * others see its status (busy) and answer 409 at once. The hook and the constraints stay the rule.
+ */
+async function lockSlotsFree(tx: Tx, slotIds: string[], exceptAppointment?: string): Promise<void> {
+  const r = await guarded(() =>
+    tx.raw(`SELECT slot_id, status FROM sched_slot WHERE tenant_id = ? AND slot_id = ANY(?) ORDER BY slot_id FOR UPDATE`, [tx.tenant, slotIds]),
   );
-  for (const row of r.rows as Array<{ slot_id: string | null; status: string | null; appointment_id: string | null }>) {
-    if (!row.slot_id) throw unprocessable('Appointment.slot names a Slot that is not known', ['Appointment.slot']);
-    if (row.appointment_id && row.appointment_id !== exceptAppointment) throw FhirError.of(409, 'conflict', SLOT_TAKEN);
+  const rows = r.rows as Array<{ slot_id: string; status: string }>;
+  if (rows.length !== slotIds.length) throw unprocessable('Appointment.slot names a Slot that is not known', ['Appointment.slot']);
+  const held = exceptAppointment
+    ? new Set(((await tx.raw(`SELECT slot_id FROM booked_slot WHERE tenant_id = ? AND appointment_id = ?`, [tx.tenant, exceptAppointment])).rows as Array<{ slot_id: string }>).map((x) => x.slot_id))
+    : new Set<string>();
+  for (const row of rows) {
+    if (held.has(row.slot_id)) continue;
+    if (row.status === 'busy' || row.status === 'busy-tentative') throw FhirError.of(409, 'conflict', SLOT_TAKEN);
+    if (row.status !== 'free') throw FhirError.of(409, 'conflict', `Slot/${row.slot_id} is not available (${row.status})`);
   }
 }
 
@@ -95,7 +102,7 @@ export async function bookOperation(ctx: TenantContext, req: FhirRequest): Promi
   assertLeadTime(ctx, appt.start);
   assertValid(appt, 'Appointment');
   const w = await run(ctx, async (tx) => {
-    await assertSlotsFree(tx, slotIdsOf(appt));
+    await lockSlotsFree(tx, slotIdsOf(appt));
     const written = await writes.create(tx, ctx, appt, { baseUrl: ctx.baseUrl });
     await assertWritable(tx, ctx, 'Appointment', written.id, d);
     return written;
@@ -121,7 +128,7 @@ async function rescheduleTo(ctx: TenantContext, req: FhirRequest, id: string, pr
   const w = await run(ctx, async (tx) => {
     const old = await current(tx, ctx, id, d);
     if (!OCCUPYING.has(old.status)) throw FhirError.of(409, 'conflict', `Appointment/${id} is ${old.status}; only a booked appointment can be rescheduled`);
-    await assertSlotsFree(tx, slotIdsOf(proposed), id);
+    await lockSlotsFree(tx, slotIdsOf(proposed), id);
     const moved: Appointment = {
       ...old,
       start: proposed.start,
