@@ -36,6 +36,12 @@ export interface Config {
   mailFrom: string;
   /** Operator key for the server-wide admin API (POST /admin/tenants); unset = that API is off. */
   adminApiKey?: string;
+  /** Master key (32 bytes, base64 or hex) that wraps the tenants' data keys; see server/crypto/. */
+  masterKey?: string;
+  /** File holding that key when masterKey is not set (default DATA_DIR/secrets/master-key). */
+  masterKeyFile?: string;
+  /** Earlier master keys (MASTER_KEY_PREVIOUS, comma-separated): still unwrap, never wrap. */
+  masterKeyPrevious: string[];
 }
 
 function parseBytes(v: string): number {
@@ -74,6 +80,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     smtpUrl: env.SMTP_URL || undefined,
     mailFrom: env.MAIL_FROM ?? 'FHIR practice server <no-reply@localhost>',
     adminApiKey: env.ADMIN_API_KEY || undefined,
+    masterKey: env.MASTER_KEY || undefined,
+    masterKeyFile: env.MASTER_KEY_FILE || undefined,
+    masterKeyPrevious: (env.MASTER_KEY_PREVIOUS ?? '').split(',').map((k) => k.trim()).filter(Boolean),
     corsOrigins: (env.CORS_ORIGINS ?? '').split(',').map((o) => o.trim().replace(/\/+$/, '')).filter(Boolean),
   };
 }

@@ -12,6 +12,7 @@ import { logger } from './log';
 import { loadDemoData } from './demo/load-demo';
 import { DEMO_CREDENTIALS, ensureDemoAuth } from './demo/demo-auth';
 import { ensureSigningKey, signingKeyFile } from './auth/keys';
+import { ensureMasterKey, masterKeyFile } from './crypto/master-key';
 
 const HELP = `Usage: npm start [-- --help]
 
@@ -35,6 +36,12 @@ Environment:
   SIGNING_KEY          private EC P-256 JWK (JSON) that signs access tokens; unset = the file
                        SIGNING_KEY_FILE (default DATA_DIR/secrets/signing-key.json), created
                        on first start. Keep it secret: whoever has it can mint tokens.
+  MASTER_KEY           32 random bytes (base64 or hex) that wrap the tenants' data keys for
+                       encryption at rest; unset = the file MASTER_KEY_FILE (default
+                       DATA_DIR/secrets/master-key), created on first start. Back it up: without
+                       it the encrypted fields (SSNs, payment ids, note text) cannot be read.
+  MASTER_KEY_PREVIOUS  earlier master keys (comma-separated), still used to unwrap until
+                       npm run keys:rotate has re-wrapped every tenant's keys
   ACCESS_TOKEN_TTL_SECONDS  lifetime of issued access tokens (default 3600)
   CORS_ORIGINS         extra browser origins allowed to call the API (comma-separated)
   SMTP_URL             SMTP server for patients' sign-in codes (e.g. smtp://user:pw@mail:587);
@@ -61,6 +68,9 @@ async function main(): Promise<void> {
   const workers = config.databaseUrl ? config.webConcurrency : 1;
   if (cluster.isPrimary) {
     if (ensureSigningKey(config)) logger.info({ file: signingKeyFile(config) }, 'created a new token signing key');
+    if (ensureMasterKey(config)) {
+      logger.warn({ file: masterKeyFile(config) }, 'created a new master key for encryption at rest: back it up (without it the encrypted fields cannot be read) or set MASTER_KEY');
+    }
     const db = await openDatabase(config, { migrate: true });
     if (config.demo) {
       await ensureTenant(db.owner, 'demo', 'Demo practice');

@@ -16,6 +16,7 @@ import helmet from 'helmet';
 import cors, { CorsRequest } from 'cors';
 import { RateLimits } from './rate-limit';
 import { AuthServers, authRouter, operatorRouter } from '../auth/router';
+import { configureEncryption } from '../crypto/keyring';
 
 export interface AppDeps {
   config: Config;
@@ -60,6 +61,7 @@ export function createApp(deps: AppDeps): {
   authServers: AuthServers;
 } {
   const { config, db } = deps;
+  configureEncryption(config);
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);

@@ -18,6 +18,8 @@ import { issueAccessToken, IssueInput } from '../../server/auth/tokens';
 
 /** One signing key for the whole test process (as a deployment has one). */
 const SIGNING_KEY = newSigningKeyJson();
+/** The master key of encryption at rest in tests: a constant, since the test database outlives a run. */
+export const TEST_MASTER_KEY = Buffer.alloc(32, 7).toString('base64');
 
 export interface TestServer {
   config: Config;
@@ -49,7 +51,7 @@ type Methods = 'get' | 'post' | 'put' | 'patch' | 'delete' | 'head' | 'options';
 export type TenantClient = Pick<ReturnType<typeof supertest>, Methods>;
 
 export async function startTestServer(env: Record<string, string> = {}): Promise<TestServer> {
-  const config = loadConfig({ ...process.env, DATABASE_URL: TEST_DATABASE_URL, PORT: '0', SIGNING_KEY, ...env });
+  const config = loadConfig({ ...process.env, DATABASE_URL: TEST_DATABASE_URL, PORT: '0', SIGNING_KEY, MASTER_KEY: TEST_MASTER_KEY, ...env });
   const db = await openDatabase(config, { migrate: false });
   const { app, tenants, audit, limits } = createApp({ config, db: db.app });
   const server: Server = await new Promise((resolve) => {
