@@ -70,7 +70,7 @@ function needsVersions(keys: TenantKeys, json: string): boolean {
   return false;
 }
 
-function openWith(keys: TenantKeys, tenant: string, type: string, id: string, json: string): string {
+export function openWith(keys: TenantKeys, tenant: string, type: string, id: string, json: string): string {
   const doc = JSON.parse(json) as unknown;
   const aad = aadOf(tenant, type, id);
   openFields(doc, (ciphertext) => {
