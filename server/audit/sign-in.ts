@@ -12,6 +12,8 @@ const ACTION: Record<AuthEvent['type'], AuditAction> = {
   'code-sent': 'E',
   'token-issued': 'C',
   logout: 'E',
+  'federation-success': 'E',
+  'federation-failure': 'E',
 };
 
 /** Records every sign-in event in the tenant's audit trail; returns the unsubscribe function. */
