@@ -7,6 +7,7 @@ const ACTION: Record<AuthEvent['type'], AuditAction> = {
   'login-success': 'E',
   'login-failure': 'E',
   lockout: 'E',
+  'lockout-notice': 'E',
   'mfa-challenge': 'E',
   'mfa-failure': 'E',
   'code-sent': 'E',

@@ -9,6 +9,7 @@ export type AuthEventType =
   | 'login-success'
   | 'login-failure'
   | 'lockout'
+  | 'lockout-notice'
   | 'mfa-challenge'
   | 'mfa-failure'
   | 'token-issued'

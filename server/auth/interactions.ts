@@ -8,7 +8,8 @@
  *  - optionally, "Sign in with {IdP}": the practice's own OpenID Connect provider
  *    (server/auth/federation.ts), mapped by verified email to an existing user; staff still need
  *    a second factor (the IdP's `amr` or our TOTP).
- * Failures count towards the per-IP lockout; every step emits an auth event.
+ * Failures count towards the per-IP lockout (a lockout mails the owners of the accounts tried);
+ * every step emits an auth event.
  */
 import { createHash, randomBytes, randomInt, timingSafeEqual } from 'node:crypto';
 import express, { Request, Response } from 'express';
@@ -21,6 +22,7 @@ import { logger } from '../log';
 import { emitAuthEvent } from './events';
 import { DEFAULT_LABEL, FederationClients, FederationError, idpDidMfa, STAFF_ROLES } from './federation';
 import { isLockedOut, LOCKOUT, recordFailure } from './lockout';
+import { notifyLockout } from './lockout-notice';
 import { sendMail } from './mail';
 import { esc, LAUNCH, page, policyOf, SMART_CONTEXT, SmartContext, TenantAuth, TTL } from './provider';
 import { mediate, OIDC_SCOPES } from './scope-policy';
@@ -118,14 +120,18 @@ export function interactionRouter(deps: InteractionDeps): express.Router {
   }
 
   /**
-   * A failed attempt: counts towards the IP's lockout, emits the event. `email` is the account the
-   * attempt was for; it is stored only as a hash.
+   * A failed attempt: counts towards the IP's lockout, emits the event; when it locks the IP out,
+   * the owners of the accounts tried from it get a notice. `email` is the account the attempt was
+   * for (typed in, or known from an earlier step); it is stored only as a hash.
    */
   async function failure(req: Request<any>, res: Response, reason: string, email?: string, event: 'login-failure' | 'federation-failure' = 'login-failure', userId?: string): Promise<string> {
-    const { tenant, ip } = ctxOf(req);
+    const { tenant, ip, auth } = ctxOf(req);
     const locked = await recordFailure(db, tenant, ip, email);
     emitAuthEvent({ type: event, tenant, outcome: 'failure', ip, reason, userId });
-    if (locked) emitAuthEvent({ type: 'lockout', tenant, outcome: 'failure', ip, reason: `${LOCKOUT.maxFailures} failures in ${LOCKOUT.windowMinutes} minutes` });
+    if (locked) {
+      emitAuthEvent({ type: 'lockout', tenant, outcome: 'failure', ip, reason: `${LOCKOUT.maxFailures} failures in ${LOCKOUT.windowMinutes} minutes` });
+      notifyLockout({ config, db, store: auth.store, tenant, practice: tenantOf(res)?.name ?? tenant, ip });
+    }
     return locked ? lockedMessage : reason;
   }
   const lockedMessage = `Too many failed sign-ins from this address. Try again in ${LOCKOUT.windowMinutes} minutes.`;
@@ -265,7 +271,7 @@ ${rows.map((r: any) => `<label style="display:block"><input type="radio" name="p
       if (!user || user.disabled) return loginPage(req, res, 'Please sign in again.');
       const secret: string | undefined = pending!.secret ?? user.totpSecret;
       if (!secret || !verifyTotp(secret, String(req.body?.code ?? ''))) {
-        const msg = await failure(req, res, 'That code is not right.', undefined, 'login-failure', user.id);
+        const msg = await failure(req, res, 'That code is not right.', user.email, 'login-failure', user.id);
         emitAuthEvent({ type: 'mfa-failure', tenant, outcome: 'failure', userId: user.id, ip });
         if (msg === lockedMessage) {
           await auth.store.destroy(PENDING, req.params.uid);
@@ -316,7 +322,8 @@ ${rows.map((r: any) => `<label style="display:block"><input type="radio" name="p
     const ok = rec && !rec.consumed && rec.tries < 5 && value && timingSafeEqual(Buffer.from(sha(value)), Buffer.from(rec[kind]));
     if (!ok) {
       if (rec) await auth.store.put(EMAIL_CODE, req.params.uid, { ...rec, tries: (rec.tries ?? 0) + 1 }, 600);
-      const msg = await failure(req, res, 'That code is not right or has expired.');
+      const owner = rec?.userId ? await findUserById(db, tenant, rec.userId) : undefined;
+      const msg = await failure(req, res, 'That code is not right or has expired.', owner?.email);
       return msg === lockedMessage ? loginPage(req, res, msg, 429) : codePage(req, res, msg);
     }
     if (!(await auth.store.take(EMAIL_CODE, req.params.uid))) return codePage(req, res, 'That code was already used.');
