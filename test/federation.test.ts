@@ -333,6 +333,8 @@ describe('configuration', () => {
     const f = (await new TenantDirectory(s.db.owner, 0).get(t))!.settings.federation!;
     expect(f).toMatchObject({ issuer: 'https://tenant.eu.auth0.com/', clientId: 'abc', clientSecret: 'from-env-secret', label: 'Auth0', roles: ['admin', 'practitioner'], acceptIdpMfa: false, requireEmailVerified: true });
     await expect(run(['set-federation', t, '--issuer', 'http://idp.example', '--client-id', 'abc'])).rejects.toMatchObject({ stderr: expect.stringContaining('https') });
+    // a production server (https PUBLIC_URL) refuses an http loopback IdP (no discovery of local services)
+    await expect(run(['set-federation', t, '--issuer', 'http://127.0.0.1:8081', '--client-id', 'abc'])).rejects.toMatchObject({ stderr: expect.stringContaining('https') });
     await run(['remove-federation', t]);
     expect((await new TenantDirectory(s.db.owner, 0).get(t))!.settings.federation).toBeUndefined();
   });

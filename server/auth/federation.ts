@@ -25,8 +25,17 @@ export class FederationConfigError extends Error {}
 
 const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]']);
 
+/**
+ * A development setup (the server itself on http://localhost): only then may the IdP be an http
+ * loopback URL, so a tenant admin of a production server cannot point discovery at local services.
+ */
+export function isLocalDevelopment(publicUrl: string): boolean {
+  const u = URL.parse(publicUrl);
+  return Boolean(u && u.protocol === 'http:' && LOOPBACK.has(u.hostname));
+}
+
 /** Checks and normalises a federation setting (admin API, CLI); throws FederationConfigError. */
-export function validateFederation(input: unknown, previous?: FederationSettings): FederationSettings {
+export function validateFederation(input: unknown, previous?: FederationSettings, opts: { allowHttpLoopback?: boolean } = {}): FederationSettings {
   if (!input || typeof input !== 'object' || Array.isArray(input)) throw new FederationConfigError('a JSON object is required');
   const b = input as Record<string, unknown>;
   const str = (k: string, max: number): string | undefined => {
@@ -43,8 +52,8 @@ export function validateFederation(input: unknown, previous?: FederationSettings
   } catch {
     throw new FederationConfigError('issuer must be an absolute URL');
   }
-  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && LOOPBACK.has(url.hostname))) {
-    throw new FederationConfigError('issuer must use https (http only for localhost)');
+  if (url.protocol !== 'https:' && !(opts.allowHttpLoopback && url.protocol === 'http:' && LOOPBACK.has(url.hostname))) {
+    throw new FederationConfigError('issuer must use https (http only for localhost on a development server)');
   }
   if (url.search || url.hash) throw new FederationConfigError('issuer must not have a query or fragment');
   const clientId = str('clientId', 256);

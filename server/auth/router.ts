@@ -10,7 +10,7 @@ import type { Knex } from 'knex';
 import type { Config } from '../config';
 import type { TenantDirectory } from '../http/tenants';
 import { ClientError, registerClient, withoutSecret } from './clients';
-import { FederationClients, FederationConfigError, publicFederation, setFederation, validateFederation } from './federation';
+import { FederationClients, FederationConfigError, isLocalDevelopment, publicFederation, setFederation, validateFederation } from './federation';
 import { interactionRouter } from './interactions';
 import type { SigningKey } from './keys';
 import { outboxFor } from './mail';
@@ -168,7 +168,7 @@ export function authRouter(deps: AuthDeps, servers: AuthServers): express.Router
     try {
       tenants.invalidate(req.params.tenant);
       const previous = (await tenants.get(req.params.tenant))?.settings.federation;
-      const f = validateFederation(req.body, previous);
+      const f = validateFederation(req.body, previous, { allowHttpLoopback: isLocalDevelopment(config.publicUrl) });
       await setFederation(db, req.params.tenant, f);
       tenants.invalidate(req.params.tenant);
       servers.federation.forget(req.params.tenant);

@@ -16,7 +16,7 @@ import { registerClient, ClientKind } from '../auth/clients';
 import { isRole, ROLES } from '../auth/roles';
 import { createTenantWithAdmin } from '../auth/tenant-admin';
 import { createUser, publicUser } from '../auth/users';
-import { publicFederation, setFederation, validateFederation } from '../auth/federation';
+import { isLocalDevelopment, publicFederation, setFederation, validateFederation } from '../auth/federation';
 import { TenantDirectory } from '../http/tenants';
 
 const HELP = `Usage:
@@ -118,6 +118,7 @@ async function main(): Promise<void> {
           acceptIdpMfa: !a.opt('no-idp-mfa'),
         },
         previous,
+        { allowHttpLoopback: isLocalDevelopment(config.publicUrl) },
       );
       await setFederation(db.app, slug, f);
       console.log(JSON.stringify(publicFederation(f), null, 2));

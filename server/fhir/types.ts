@@ -64,7 +64,7 @@ export interface TenantSettings {
  * Kept in the tenant row, never shown to FHIR clients; the admin API never returns the secret.
  */
 export interface FederationSettings {
-  /** Issuer URL (https; http only for localhost/127.0.0.1). */
+  /** Issuer URL (https; http on localhost only while PUBLIC_URL is http on localhost too). */
   issuer: string;
   clientId: string;
   clientSecret?: string;
