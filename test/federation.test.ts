@@ -228,6 +228,20 @@ describe('sign-in through the external identity provider', () => {
     );
   });
 
+  test('a tampered code or iss with the right state: the answer cannot be verified', async () => {
+    for (const [param, value] of [['code', 'forged-code'], ['iss', 'https://evil.example']]) {
+      const b = browser();
+      const { login } = await authorize(b);
+      const cb = new URL((await viaIdp(b, login, 'drdoe')).location!);
+      cb.searchParams.set(param, value);
+      const page = await b.go(cb.href, REDIRECT);
+      expect(page.status).toBe(401);
+      expect(page.html).toContain(`The answer from ${LABEL} could not be verified`);
+      expect(events.filter((e) => e.ip === b.ip && e.type === 'federation-failure')).toHaveLength(1);
+      expect(events.some((e) => e.ip === b.ip && e.type === 'federation-success')).toBe(false);
+    }
+  });
+
   test('a forged callback without state, and garbage parameters: a page, never a 500', async () => {
     const b = browser();
     for (const q of ['', '?code=x', '?state=', '?state=a&state=b', `?state=${'x'.repeat(5000)}`, '?error=access_denied']) {
