@@ -7,11 +7,14 @@ const ACTION: Record<AuthEvent['type'], AuditAction> = {
   'login-success': 'E',
   'login-failure': 'E',
   lockout: 'E',
+  'lockout-notice': 'E',
   'mfa-challenge': 'E',
   'mfa-failure': 'E',
   'code-sent': 'E',
   'token-issued': 'C',
   logout: 'E',
+  'federation-success': 'E',
+  'federation-failure': 'E',
 };
 
 /** Records every sign-in event in the tenant's audit trail; returns the unsubscribe function. */

@@ -10,6 +10,7 @@ import type { Knex } from 'knex';
 import type { Config } from '../config';
 import type { TenantDirectory } from '../http/tenants';
 import { ClientError, registerClient, withoutSecret } from './clients';
+import { FederationClients, FederationConfigError, isLocalDevelopment, publicFederation, setFederation, validateFederation } from './federation';
 import { interactionRouter } from './interactions';
 import type { SigningKey } from './keys';
 import { outboxFor } from './mail';
@@ -30,6 +31,8 @@ export interface AuthDeps {
 /** Per-tenant authorization servers, created on first use. */
 export class AuthServers {
   private cache = new Map<string, TenantAuth>();
+  /** The tenants' external identity providers (discovered configurations). */
+  readonly federation = new FederationClients();
   constructor(private deps: AuthDeps) {}
   get(tenant: string): TenantAuth {
     let a = this.cache.get(tenant);
@@ -57,13 +60,14 @@ export function authRouter(deps: AuthDeps, servers: AuthServers): express.Router
       const t = await tenants.get(req.params.tenant);
       if (!t) return jsonError(res, 404, 'not_found', `Unknown tenant "${req.params.tenant}"`);
       res.locals.tenant = t.id;
+      res.locals.tenantRecord = t;
       next();
     } catch (e) {
       next(e);
     }
   });
 
-  router.use(interactionRouter({ config, db, auth: (t) => servers.get(t) }));
+  router.use(interactionRouter({ config, db, auth: (t) => servers.get(t), federation: servers.federation }));
 
   /** The caller's token (any valid token of this tenant), or a 401. */
   async function bearer(req: Request<any>, res: Response): Promise<AccessClaims | undefined> {
@@ -143,6 +147,44 @@ export function authRouter(deps: AuthDeps, servers: AuthServers): express.Router
   router.get('/admin/users', admin, async (req, res, next) => {
     try {
       res.json((await listUsers(db, req.params.tenant)).map(publicUser));
+    } catch (e) {
+      next(e);
+    }
+  });
+
+  // --- the practice's external identity provider (tenant admin); the secret is never returned ---
+  router.get('/admin/federation', admin, async (req, res, next) => {
+    try {
+      const t = await tenants.get(req.params.tenant);
+      const f = t?.settings.federation;
+      if (!f) return jsonError(res, 404, 'not_found', 'no identity provider is configured');
+      res.setHeader('Cache-Control', 'no-store');
+      res.json(publicFederation(f));
+    } catch (e) {
+      next(e);
+    }
+  });
+  router.put('/admin/federation', json, admin, async (req, res, next) => {
+    try {
+      tenants.invalidate(req.params.tenant);
+      const previous = (await tenants.get(req.params.tenant))?.settings.federation;
+      const f = validateFederation(req.body, previous, { allowHttpLoopback: isLocalDevelopment(config.publicUrl) });
+      await setFederation(db, req.params.tenant, f);
+      tenants.invalidate(req.params.tenant);
+      servers.federation.forget(req.params.tenant);
+      res.setHeader('Cache-Control', 'no-store');
+      res.json(publicFederation(f));
+    } catch (e) {
+      if (e instanceof FederationConfigError) return jsonError(res, 400, 'invalid_request', e.message);
+      next(e);
+    }
+  });
+  router.delete('/admin/federation', admin, async (req, res, next) => {
+    try {
+      await setFederation(db, req.params.tenant, undefined);
+      tenants.invalidate(req.params.tenant);
+      servers.federation.forget(req.params.tenant);
+      res.status(204).end();
     } catch (e) {
       next(e);
     }

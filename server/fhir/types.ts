@@ -55,4 +55,27 @@ export interface TenantSettings {
   signInAttemptsPer15Minutes?: number;
   /** Browser origins (registered SMART apps) allowed to call the API (CORS). */
   corsOrigins?: string[];
+  /** Optional sign-in through an external OpenID Connect identity provider (server/auth/federation.ts). */
+  federation?: FederationSettings;
+}
+
+/**
+ * The practice's external OpenID Connect identity provider (e.g. Auth0, Entra ID, Keycloak).
+ * Kept in the tenant row, never shown to FHIR clients; the admin API never returns the secret.
+ */
+export interface FederationSettings {
+  /** Issuer URL (https; http on localhost only while PUBLIC_URL is http on localhost too). */
+  issuer: string;
+  clientId: string;
+  clientSecret?: string;
+  /** Scopes asked of the IdP (default "openid email"; must contain openid). */
+  scopes?: string;
+  /** Button text: "Sign in with {label}". */
+  label?: string;
+  /** Roles that may sign in this way (default the staff roles). */
+  roles?: string[];
+  /** Accept an IdP email only when `email_verified` is true (default true). */
+  requireEmailVerified?: boolean;
+  /** Take the IdP's `amr` (mfa/otp) as the staff second factor instead of our TOTP (default true). */
+  acceptIdpMfa?: boolean;
 }
