@@ -10,7 +10,7 @@ import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { decodeJwt } from 'jose';
-import { startTestServer, TestServer, FHIR_JSON } from './helpers/test-server';
+import { startTestServer, TestServer, FHIR_JSON, TEST_MASTER_KEY } from './helpers/test-server';
 import { startTestIdp, TestIdp } from './helpers/test-idp';
 import { TEST_DATABASE_URL } from './helpers/db-url';
 import { authorizeUrl, Browser, pkce, tokenRequest } from './helpers/smart-browser';
@@ -18,6 +18,8 @@ import { createUser } from '../server/auth/users';
 import { newTotpSecret, totpCode } from '../server/auth/totp';
 import { AuthEvent, onAuthEvent } from '../server/auth/events';
 import { TenantDirectory } from '../server/http/tenants';
+import { openSecretIn } from '../server/crypto/at-rest';
+import { SECRET_PURPOSE } from '../server/auth/federation';
 
 let s: TestServer;
 let idp: TestIdp;
@@ -314,7 +316,11 @@ describe('configuration', () => {
     const relabel = await admin('put', '/admin/federation').send({ issuer: idp.issuer, clientId: idp.clientId, label: LABEL });
     expect(relabel.body.clientSecretSet).toBe(true);
     const row = await new TenantDirectory(s.db.owner, 0).get(s.tenant);
-    expect(row!.settings.federation!.clientSecret).toBe(idp.clientSecret);
+    // stored encrypted with the tenant's data key (crypto/at-rest.ts), never in clear
+    expect(row!.settings.federation!.clientSecret).toBeUndefined();
+    expect(row!.settings.federation!.clientSecretSealed).toMatch(/^e1\.\d+\./);
+    expect(JSON.stringify(row!.settings)).not.toContain(idp.clientSecret);
+    expect(await openSecretIn(s.db.app, s.tenant, SECRET_PURPOSE, row!.settings.federation!.clientSecretSealed!)).toBe(idp.clientSecret);
     // FHIR never shows tenant settings
     for (const p of ['/metadata', '/.well-known/smart-configuration']) {
       const r = await s.http.get(`${s.base}${p}`);
@@ -338,14 +344,16 @@ describe('configuration', () => {
     const run = (args: string[], env: Record<string, string> = {}) =>
       promisify(execFile)(process.execPath, [path.join(root, 'node_modules/tsx/dist/cli.mjs'), 'server/cli/tenant.ts', ...args], {
         cwd: root,
-        env: { ...process.env, DATABASE_URL: TEST_DATABASE_URL, LOG_LEVEL: 'warn', PUBLIC_URL: 'https://fhir.example', ...env },
+        env: { ...process.env, DATABASE_URL: TEST_DATABASE_URL, MASTER_KEY: TEST_MASTER_KEY, LOG_LEVEL: 'warn', PUBLIC_URL: 'https://fhir.example', ...env },
         timeout: 60_000,
       });
     const out = await run(['set-federation', t, '--issuer', 'https://tenant.eu.auth0.com/', '--client-id', 'abc', '--label', 'Auth0', '--role', 'admin', '--role', 'practitioner', '--no-idp-mfa'], { FEDERATION_CLIENT_SECRET: 'from-env-secret' });
     expect(out.stdout).toContain(`https://fhir.example/auth/${t}/federation/callback`);
     expect(out.stdout).not.toContain('from-env-secret');
     const f = (await new TenantDirectory(s.db.owner, 0).get(t))!.settings.federation!;
-    expect(f).toMatchObject({ issuer: 'https://tenant.eu.auth0.com/', clientId: 'abc', clientSecret: 'from-env-secret', label: 'Auth0', roles: ['admin', 'practitioner'], acceptIdpMfa: false, requireEmailVerified: true });
+    expect(f).toMatchObject({ issuer: 'https://tenant.eu.auth0.com/', clientId: 'abc', label: 'Auth0', roles: ['admin', 'practitioner'], acceptIdpMfa: false, requireEmailVerified: true });
+    expect(JSON.stringify(f)).not.toContain('from-env-secret');
+    expect(await openSecretIn(s.db.app, t, SECRET_PURPOSE, f.clientSecretSealed!)).toBe('from-env-secret');
     await expect(run(['set-federation', t, '--issuer', 'http://idp.example', '--client-id', 'abc'])).rejects.toMatchObject({ stderr: expect.stringContaining('https') });
     // a production server (https PUBLIC_URL) refuses an http loopback IdP (no discovery of local services)
     await expect(run(['set-federation', t, '--issuer', 'http://127.0.0.1:8081', '--client-id', 'abc'])).rejects.toMatchObject({ stderr: expect.stringContaining('https') });

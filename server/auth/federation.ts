@@ -14,6 +14,7 @@ import type { Knex } from 'knex';
 import { inTenant } from '../db/tenant-tx';
 import type { FederationSettings } from '../fhir/types';
 import { isRole, ROLES } from './roles';
+import { sealSecret } from '../crypto/at-rest';
 
 export const STAFF_ROLES = ROLES.filter((r) => r !== 'patient');
 export const DEFAULT_SCOPES = 'openid email';
@@ -29,6 +30,8 @@ const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]']);
  * A development setup (the server itself on http://localhost): only then may the IdP be an http
  * loopback URL, so a tenant admin of a production server cannot point discovery at local services.
  */
+export const SECRET_PURPOSE = 'federation-client-secret';
+
 export function isLocalDevelopment(publicUrl: string): boolean {
   const u = URL.parse(publicUrl);
   return Boolean(u && u.protocol === 'http:' && LOOPBACK.has(u.hostname));
@@ -60,10 +63,9 @@ export function validateFederation(input: unknown, previous?: FederationSettings
   if (!clientId) throw new FederationConfigError('clientId is required');
   // A new secret replaces the old one; without one, the stored secret stays as long as the IdP
   // and the client are the same (so the label can be changed without sending the secret again).
-  let clientSecret = str('clientSecret', 1024);
-  if (clientSecret === undefined && previous?.clientSecret && previous.issuer === issuer && previous.clientId === clientId) {
-    clientSecret = previous.clientSecret;
-  }
+  const clientSecret = str('clientSecret', 1024);
+  const keep = clientSecret === undefined && previous && previous.issuer === issuer && previous.clientId === clientId;
+  const kept = keep ? { ...(previous.clientSecret ? { clientSecret: previous.clientSecret } : {}), ...(previous.clientSecretSealed ? { clientSecretSealed: previous.clientSecretSealed } : {}) } : {};
   const scopes = str('scopes', 512) ?? DEFAULT_SCOPES;
   const scopeList = scopes.split(/\s+/);
   if (!scopeList.includes('openid')) throw new FederationConfigError('scopes must contain openid');
@@ -85,7 +87,7 @@ export function validateFederation(input: unknown, previous?: FederationSettings
   return {
     issuer,
     clientId,
-    ...(clientSecret ? { clientSecret } : {}),
+    ...(clientSecret ? { clientSecret } : kept),
     scopes: scopeList.join(' '),
     label,
     roles,
@@ -96,13 +98,18 @@ export function validateFederation(input: unknown, previous?: FederationSettings
 
 /** What the admin API shows: everything but the secret. */
 export function publicFederation(f: FederationSettings) {
-  const { clientSecret, ...rest } = f;
-  return { ...rest, clientSecretSet: Boolean(clientSecret) };
+  const { clientSecret, clientSecretSealed, ...rest } = f;
+  return { ...rest, clientSecretSet: Boolean(clientSecret || clientSecretSealed) };
 }
 
 /** Stores (or, with undefined, removes) the tenant's federation setting; other settings stay. */
 export async function setFederation(db: Knex, tenant: string, f: FederationSettings | undefined): Promise<boolean> {
   return inTenant(db, tenant, async (tx) => {
+    if (f?.clientSecret) {
+      // stored encrypted with the tenant's data key, never in clear (docs/security.md)
+      const { clientSecret, ...rest } = f;
+      f = { ...rest, clientSecretSealed: await sealSecret(tx, SECRET_PURPOSE, clientSecret) };
+    }
     const r = f
       ? await tx.raw(`UPDATE tenants SET settings = settings || jsonb_build_object('federation', ?::jsonb) WHERE tenant_id = ?`, [JSON.stringify(f), tenant])
       : await tx.raw(`UPDATE tenants SET settings = settings - 'federation' WHERE tenant_id = ?`, [tenant]);
@@ -147,12 +154,19 @@ export interface FederatedIdentity {
 /** Discovered IdP configurations, per tenant, until the setting changes or an hour passes. */
 export class FederationClients {
   private cache = new Map<string, { key: string; at: number; config: oidc.Configuration }>();
-  constructor(private ttlMs = 3600_000, private timeoutSeconds = 10) {}
+  constructor(
+    /** Opens a sealed client secret (crypto/at-rest.ts openSecretIn with the server's database). */
+    private openSecret: (tenant: string, sealed: string) => Promise<string>,
+    private ttlMs = 3600_000,
+    private timeoutSeconds = 10,
+  ) {}
 
-  async configuration(tenant: string, f: FederationSettings): Promise<oidc.Configuration> {
-    const key = JSON.stringify([f.issuer, f.clientId, f.clientSecret ?? '']);
+  async configuration(tenant: string, stored: FederationSettings): Promise<oidc.Configuration> {
+    const key = JSON.stringify([stored.issuer, stored.clientId, stored.clientSecretSealed ?? stored.clientSecret ?? '']);
     const hit = this.cache.get(tenant);
     if (hit && hit.key === key && Date.now() - hit.at < this.ttlMs) return hit.config;
+    const secret = stored.clientSecretSealed ? await this.openSecret(tenant, stored.clientSecretSealed) : stored.clientSecret;
+    const f = { ...stored, clientSecret: secret };
     const url = new URL(f.issuer);
     const insecure = url.protocol === 'http:' && LOOPBACK.has(url.hostname);
     let config: oidc.Configuration;

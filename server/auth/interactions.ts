@@ -21,7 +21,7 @@ import type { Tenant } from '../http/tenants';
 import { logger } from '../log';
 import { emitAuthEvent } from './events';
 import { DEFAULT_LABEL, FederationClients, FederationError, idpDidMfa, STAFF_ROLES } from './federation';
-import { isLockedOut, LOCKOUT, recordFailure } from './lockout';
+import { isLockedOut, LOCKOUT, maxFailures, recordFailure } from './lockout';
 import { notifyLockout } from './lockout-notice';
 import { sendMail } from './mail';
 import { esc, LAUNCH, page, policyOf, SMART_CONTEXT, SmartContext, TenantAuth, TTL } from './provider';
@@ -54,6 +54,8 @@ export function interactionRouter(deps: InteractionDeps): express.Router {
   /** The tenant row the auth router loaded for this request (name, settings). */
   const tenantOf = (res: Response): Tenant | undefined => res.locals.tenantRecord;
   const federationOf = (res: Response): FederationSettings | undefined => tenantOf(res)?.settings?.federation;
+  /** Failed sign-ins per IP in 15 minutes before the lockout (tenant setting, default 5). */
+  const maxFailuresOf = (res: Response): number => maxFailures(tenantOf(res)?.settings?.signInAttemptsPer15Minutes);
   const fedCookie = (tenant: string) => `_fed_${tenant}`;
   const html = (res: Response, status: number, title: string, body: string) => {
     res.setHeader('Cache-Control', 'no-store');
@@ -126,11 +128,12 @@ export function interactionRouter(deps: InteractionDeps): express.Router {
    */
   async function failure(req: Request<any>, res: Response, reason: string, email?: string, event: 'login-failure' | 'federation-failure' = 'login-failure', userId?: string): Promise<string> {
     const { tenant, ip, auth } = ctxOf(req);
-    const locked = await recordFailure(db, tenant, ip, email);
+    const max = maxFailuresOf(res);
+    const locked = await recordFailure(db, tenant, ip, email, max);
     emitAuthEvent({ type: event, tenant, outcome: 'failure', ip, reason, userId });
     if (locked) {
-      emitAuthEvent({ type: 'lockout', tenant, outcome: 'failure', ip, reason: `${LOCKOUT.maxFailures} failures in ${LOCKOUT.windowMinutes} minutes` });
-      notifyLockout({ config, db, store: auth.store, tenant, practice: tenantOf(res)?.name ?? tenant, ip });
+      emitAuthEvent({ type: 'lockout', tenant, outcome: 'failure', ip, reason: `${max} failures in ${LOCKOUT.windowMinutes} minutes` });
+      notifyLockout({ config, db, store: auth.store, tenant, practice: tenantOf(res)?.name ?? tenant, ip, failures: max });
     }
     return locked ? lockedMessage : reason;
   }
@@ -243,7 +246,7 @@ ${rows.map((r: any) => `<label style="display:block"><input type="radio" name="p
       const { tenant, auth, ip } = ctxOf(req);
       const d = await details(req, res);
       if (d.prompt.name !== 'login') return res.redirect(303, `/auth/${tenant}/interaction/${req.params.uid}`);
-      if (await isLockedOut(db, tenant, ip)) {
+      if (await isLockedOut(db, tenant, ip, maxFailuresOf(res))) {
         emitAuthEvent({ type: 'lockout', tenant, outcome: 'failure', ip, reason: 'sign-in attempted while locked out' });
         return loginPage(req, res, lockedMessage, 429);
       }
@@ -265,7 +268,7 @@ ${rows.map((r: any) => `<label style="display:block"><input type="radio" name="p
       const { tenant, auth, ip } = ctxOf(req);
       const d = await details(req, res);
       if (d.prompt.name !== 'login') return res.redirect(303, `/auth/${tenant}/interaction/${req.params.uid}`);
-      if (await isLockedOut(db, tenant, ip)) return loginPage(req, res, lockedMessage, 429);
+      if (await isLockedOut(db, tenant, ip, maxFailuresOf(res))) return loginPage(req, res, lockedMessage, 429);
       const pending = await auth.store.get(PENDING, req.params.uid);
       const user = pending?.userId ? await findUserById(db, tenant, pending.userId) : undefined;
       if (!user || user.disabled) return loginPage(req, res, 'Please sign in again.');
@@ -291,7 +294,7 @@ ${rows.map((r: any) => `<label style="display:block"><input type="radio" name="p
       const { tenant, auth, ip } = ctxOf(req);
       const d = await details(req, res);
       if (d.prompt.name !== 'login') return res.redirect(303, `/auth/${tenant}/interaction/${req.params.uid}`);
-      if (await isLockedOut(db, tenant, ip)) return loginPage(req, res, lockedMessage, 429);
+      if (await isLockedOut(db, tenant, ip, maxFailuresOf(res))) return loginPage(req, res, lockedMessage, 429);
       const email = String(req.body?.email ?? '').trim();
       const user = email ? await findUserByEmail(db, tenant, email) : undefined;
       if (user && user.role === 'patient' && !user.disabled) {
@@ -317,7 +320,7 @@ ${rows.map((r: any) => `<label style="display:block"><input type="radio" name="p
     const { tenant, auth, ip } = ctxOf(req);
     const d = await details(req, res);
     if (d.prompt.name !== 'login') return res.redirect(303, `/auth/${tenant}/interaction/${req.params.uid}`);
-    if (await isLockedOut(db, tenant, ip)) return loginPage(req, res, lockedMessage, 429);
+    if (await isLockedOut(db, tenant, ip, maxFailuresOf(res))) return loginPage(req, res, lockedMessage, 429);
     const rec = await auth.store.get(EMAIL_CODE, req.params.uid);
     const ok = rec && !rec.consumed && rec.tries < 5 && value && timingSafeEqual(Buffer.from(sha(value)), Buffer.from(rec[kind]));
     if (!ok) {
@@ -355,7 +358,7 @@ ${rows.map((r: any) => `<label style="display:block"><input type="radio" name="p
       if (d.prompt.name !== 'login') return res.redirect(303, `/auth/${tenant}/interaction/${uid}`);
       const fed = federationOf(res);
       if (!fed) return loginPage(req, res, 'This practice has no external sign-in.', 404);
-      if (await isLockedOut(db, tenant, ip)) return loginPage(req, res, lockedMessage, 429);
+      if (await isLockedOut(db, tenant, ip, maxFailuresOf(res))) return loginPage(req, res, lockedMessage, 429);
       let start;
       try {
         start = await deps.federation.start(tenant, fed, callbackUrl(tenant));
@@ -400,7 +403,7 @@ ${rows.map((r: any) => `<label style="display:block"><input type="radio" name="p
       const uid = String(st.uid);
       // Is the interaction still alive? (Its cookie is checked when the browser comes back to it.)
       if (!(await auth.provider.Interaction.find(uid))) return expired();
-      if (await isLockedOut(db, tenant, ip)) return loginPage(req, res, lockedMessage, 429, uid);
+      if (await isLockedOut(db, tenant, ip, maxFailuresOf(res))) return loginPage(req, res, lockedMessage, 429, uid);
       const query = req.originalUrl.includes('?') ? req.originalUrl.slice(req.originalUrl.indexOf('?')) : '';
       let who;
       try {

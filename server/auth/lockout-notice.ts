@@ -22,6 +22,8 @@ export interface LockoutNoticeInput {
   tenant: string;
   practice: string;
   ip: string;
+  /** How many failures locked the IP (the tenant's limit). */
+  failures?: number;
   at?: Date;
 }
 
@@ -46,7 +48,7 @@ export async function sendLockoutNotices(n: LockoutNoticeInput): Promise<string[
       to: u.email,
       subject: `Sign-in to ${n.practice} was locked`,
       text:
-        `Sign-in to ${n.practice} was locked after ${LOCKOUT.maxFailures} failed attempts from ${n.ip} at ${when}; ` +
+        `Sign-in to ${n.practice} was locked after ${n.failures ?? LOCKOUT.maxFailures} failed attempts from ${n.ip} at ${when}; ` +
         `if this was not you, contact your administrator.\n\n` +
         `Sign-in from that address is blocked for ${LOCKOUT.windowMinutes} minutes. You do not need to do anything if it was you.`,
     });

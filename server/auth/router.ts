@@ -10,7 +10,7 @@ import type { Knex } from 'knex';
 import type { Config } from '../config';
 import type { TenantDirectory } from '../http/tenants';
 import { ClientError, registerClient, withoutSecret } from './clients';
-import { FederationClients, FederationConfigError, isLocalDevelopment, publicFederation, setFederation, validateFederation } from './federation';
+import { FederationClients, FederationConfigError, isLocalDevelopment, publicFederation, SECRET_PURPOSE, setFederation, validateFederation } from './federation';
 import { interactionRouter } from './interactions';
 import type { SigningKey } from './keys';
 import { outboxFor } from './mail';
@@ -19,6 +19,7 @@ import { isRole } from './roles';
 import { AccessClaims, InvalidToken, TokenVerifier } from './tokens';
 import { createUser, listUsers, publicUser } from './users';
 import { createTenantWithAdmin } from './tenant-admin';
+import { openSecretIn } from '../crypto/at-rest';
 
 export interface AuthDeps {
   config: Config;
@@ -32,8 +33,10 @@ export interface AuthDeps {
 export class AuthServers {
   private cache = new Map<string, TenantAuth>();
   /** The tenants' external identity providers (discovered configurations). */
-  readonly federation = new FederationClients();
-  constructor(private deps: AuthDeps) {}
+  readonly federation: FederationClients;
+  constructor(private deps: AuthDeps) {
+    this.federation = new FederationClients((tenant, sealed) => openSecretIn(deps.db, tenant, SECRET_PURPOSE, sealed));
+  }
   get(tenant: string): TenantAuth {
     let a = this.cache.get(tenant);
     if (!a) {

@@ -116,3 +116,23 @@ export async function openRows<R extends { json: string | null }>(tx: Tx, rows: 
   }
   return rows;
 }
+
+/**
+ * A secret of the tenant's configuration (e.g. its IdP client secret) sealed with the tenant's
+ * active data key; `purpose` is part of the associated data, so a sealed value only opens where it
+ * was meant to be used.
+ */
+export async function sealSecret(tx: Tx, purpose: string, plain: string): Promise<string> {
+  const keys = await keysOf(tx);
+  return `e1.${keys.activeVersion}.${seal(keys.data.get(keys.activeVersion)!, plain, `${tx.tenant}/secret/${purpose}`)}`;
+}
+
+export async function openSecretIn(db: Knex, tenant: string, purpose: string, sealed: string): Promise<string> {
+  const m = CIPHER.exec(sealed);
+  if (!m) throw new Error(`a sealed ${purpose} has an unknown form`);
+  let keys = await keysOfTenant(db, tenant);
+  if (!keys.data.has(Number(m[1]))) keys = await keysOfTenant(db, tenant, { fresh: true });
+  const key = keys.data.get(Number(m[1]));
+  if (!key) throw new Error(`a sealed ${purpose} names an unknown data key version`);
+  return open(key, m[2], `${tenant}/secret/${purpose}`).toString('utf8');
+}

@@ -67,7 +67,10 @@ export interface FederationSettings {
   /** Issuer URL (https; http on localhost only while PUBLIC_URL is http on localhost too). */
   issuer: string;
   clientId: string;
+  /** As given to validateFederation; setFederation stores it only as clientSecretSealed. */
   clientSecret?: string;
+  /** The client secret encrypted with the tenant's data key (crypto/at-rest.ts sealSecret). */
+  clientSecretSealed?: string;
   /** Scopes asked of the IdP (default "openid email"; must contain openid). */
   scopes?: string;
   /** Button text: "Sign in with {label}". */

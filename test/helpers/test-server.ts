@@ -20,6 +20,8 @@ import { issueAccessToken, IssueInput } from '../../server/auth/tokens';
 const SIGNING_KEY = newSigningKeyJson();
 /** The master key of encryption at rest in tests: a constant, since the test database outlives a run. */
 export const TEST_MASTER_KEY = Buffer.alloc(32, 7).toString('base64');
+// The CLIs the tests start (tenant, reindex, audit:verify, keys:rotate) inherit it.
+process.env.MASTER_KEY = TEST_MASTER_KEY;
 
 export interface TestServer {
   config: Config;
