@@ -243,6 +243,9 @@ test('keys:rotate (the CLI) makes a new data key active; old and new ciphertexts
     env: { ...process.env, DATABASE_URL: TEST_DATABASE_URL, MASTER_KEY: TEST_MASTER_KEY, MASTER_KEY_PREVIOUS: '' },
   });
   expect(stdout).toMatch(new RegExp(`${s.tenant}: data key v2 active; 2 key\\(s\\) re-wrapped`));
+  // the rotation is an admin action in the tenant's audit trail
+  const trail = await s.http.get(`${s.base}/AuditEvent?subtype=admin-action`);
+  expect(trail.body.entry.map((e: any) => e.resource.outcomeDesc)).toEqual([expect.stringMatching(/^npm run keys:rotate: data key v2 active; 2 key\(s\) re-wrapped/)]);
   // this server process learns of v2 when its cache expires or when it meets a v2 ciphertext:
   // force the first by asking for fresh keys, as a minute would
   const keys = await inTenant(s.db.app, s.tenant, (tx) => keysOf(tx, { fresh: true }));

@@ -16,7 +16,9 @@ export type AuthEventType =
   | 'logout'
   | 'code-sent'
   | 'federation-success'
-  | 'federation-failure';
+  | 'federation-failure'
+  /** an administrator's change: users, clients, identity provider, tenant, keys (reason says which) */
+  | 'admin-action';
 
 export interface AuthEvent {
   type: AuthEventType;

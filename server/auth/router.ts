@@ -20,6 +20,7 @@ import { AccessClaims, InvalidToken, TokenVerifier } from './tokens';
 import { createUser, listUsers, publicUser } from './users';
 import { createTenantWithAdmin } from './tenant-admin';
 import { openSecretIn } from '../crypto/at-rest';
+import { emitAuthEvent } from './events';
 
 export interface AuthDeps {
   config: Config;
@@ -106,7 +107,28 @@ export function authRouter(deps: AuthDeps, servers: AuthServers): express.Router
     }
   };
   const json = express.json({ limit: '64kb' });
-  const admin = requireRole(new Set(['admin']));
+  const onlyAdmin = requireRole(new Set(['admin']));
+  /** Admin routes: an admin token, and every change (not the reads) leaves an admin-action event. */
+  const admin = (req: Request<any>, res: Response, next: NextFunction) =>
+    onlyAdmin(req, res, () => {
+      if (req.method !== 'GET') {
+        res.on('finish', () => {
+          const c = res.locals.claims as { sub?: string; role?: string; client_id?: string } | undefined;
+          const target = req.params.id ? ` ${req.params.id}` : '';
+          emitAuthEvent({
+            type: 'admin-action',
+            tenant: req.params.tenant,
+            outcome: res.statusCode < 400 ? 'success' : 'failure',
+            userId: c?.sub,
+            role: c?.role,
+            clientId: c?.client_id,
+            ip: req.ip,
+            reason: `${req.method} ${req.baseUrl.replace(/^\/auth\/[^/]+/, '')}${req.route?.path ?? req.path}${target} -> ${res.statusCode}`,
+          });
+        });
+      }
+      next();
+    });
   const auth = (req: Request<any>) => servers.get(req.params.tenant);
 
   // --- client registration (tenant admin) ---
@@ -316,6 +338,7 @@ export function operatorRouter(config: Config, db: Knex, tenants: TenantDirector
       if (!b.adminEmail) return jsonError(res, 400, 'invalid_request', 'adminEmail is required');
       const out = await createTenantWithAdmin(db, { slug: b.slug, name: String(b.name ?? b.slug), adminEmail: String(b.adminEmail), adminPassword: b.adminPassword });
       tenants.invalidate(b.slug);
+      emitAuthEvent({ type: 'admin-action', tenant: b.slug, outcome: 'success', userId: 'operator', ip: req.ip, reason: `POST /admin/tenants (operator API): ${out.created ? 'tenant created' : 'tenant exists'}, admin user ${out.admin.id}` });
       res.status(out.created ? 201 : 200).json(out);
     } catch (e) {
       if (e instanceof Error && /password|email/.test(e.message)) return jsonError(res, 400, 'invalid_request', e.message);

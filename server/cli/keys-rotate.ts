@@ -5,6 +5,7 @@
 import { loadConfig } from '../config';
 import { configureEncryption, rotateTenantKeys, RotationResult } from '../crypto/keyring';
 import { openDatabase } from '../db/connection';
+import { cliAudit } from '../audit/cli-audit';
 
 const HELP = `Usage: npm run keys:rotate -- <tenant> | --all [--json]
 
@@ -35,6 +36,7 @@ async function main(): Promise<void> {
   const config = loadConfig();
   configureEncryption(config);
   const db = await openDatabase(config, { migrate: false });
+  const audit = cliAudit(db.app, 'npm run keys:rotate');
   try {
     const tenants = all
       ? ((await db.owner.raw(`SELECT tenant_id FROM tenants ORDER BY tenant_id`)).rows as Array<{ tenant_id: string }>).map((r) => r.tenant_id)
@@ -47,10 +49,12 @@ async function main(): Promise<void> {
     for (const t of tenants) {
       const r = await rotateTenantKeys(db.app, t);
       results.push(r);
+      audit.action(t, `data key v${r.activeVersion} active; ${r.rewrapped} key(s) re-wrapped under master key ${r.masterKeyId}`);
       if (!json) console.log(`${t}: data key v${r.activeVersion} active; ${r.rewrapped} key(s) re-wrapped under master key ${r.masterKeyId}`);
     }
     if (json) console.log(JSON.stringify(results, null, 2));
   } finally {
+    await audit.close();
     await db.close();
   }
 }

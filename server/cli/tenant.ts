@@ -18,6 +18,7 @@ import { createTenantWithAdmin } from '../auth/tenant-admin';
 import { createUser, publicUser } from '../auth/users';
 import { isLocalDevelopment, publicFederation, setFederation, validateFederation } from '../auth/federation';
 import { TenantDirectory } from '../http/tenants';
+import { cliAudit } from '../audit/cli-audit';
 
 const HELP = `Usage:
   npm run tenant -- create <slug> --name '<practice name>' --admin-email <email> [--admin-password <pw>]
@@ -78,11 +79,13 @@ async function main(): Promise<void> {
   if (!slug) fail('the tenant slug is required');
   const config = loadConfig();
   const db = await openDatabase(config, { migrate: true });
+  const audit = cliAudit(db.app, 'npm run tenant');
   try {
     if (cmd === 'create') {
       const email = a.opt('admin-email');
       if (!email) fail('--admin-email is required');
       const out = await createTenantWithAdmin(db.app, { slug, name: a.opt('name') ?? slug, adminEmail: email!, adminPassword: a.opt('admin-password') });
+      audit.action(slug, `create: ${out.created ? 'tenant created' : 'tenant exists'}, admin user ${out.admin.id}`);
       console.log(`${out.created ? 'Created' : 'Found'} tenant ${slug}: FHIR base ${config.publicUrl}/fhir/${slug}`);
       console.log(`Administrator: ${out.admin.email}${out.password ? `  password: ${out.password}  (shown once)` : ''}`);
       console.log(`Sign-in: ${config.publicUrl}/auth/${slug} (TOTP enrolment at the first sign-in)`);
@@ -90,6 +93,7 @@ async function main(): Promise<void> {
       const role = a.opt('role');
       if (!isRole(role)) fail(`--role must be one of ${ROLES.join(', ')}`);
       const u = await createUser(db.app, slug, { email: a.opt('email') ?? '', role: role as never, password: a.opt('password'), fhirUser: a.opt('fhir-user'), name: a.opt('name') });
+      audit.action(slug, `add-user: user ${u.id} (${u.role})`);
       console.log(JSON.stringify(publicUser(u), null, 2));
     } else if (cmd === 'add-client') {
       const auth = createTenantAuth(config, db.app, loadSigningKey(config), slug);
@@ -101,6 +105,7 @@ async function main(): Promise<void> {
         scope: a.opt('scope'),
         jwks_uri: a.opt('jwks-uri'),
       });
+      audit.action(slug, `add-client: client ${String((out as { client_id?: unknown }).client_id)}`);
       console.log(JSON.stringify(out, null, 2));
     } else if (cmd === 'set-federation') {
       const tenants = new TenantDirectory(db.app, 0);
@@ -121,14 +126,17 @@ async function main(): Promise<void> {
         { allowHttpLoopback: isLocalDevelopment(config.publicUrl) },
       );
       await setFederation(db.app, slug, f);
+      audit.action(slug, `set-federation: issuer ${f.issuer}`);
       console.log(JSON.stringify(publicFederation(f), null, 2));
       console.log(`Redirect URI to register at the identity provider: ${config.publicUrl}/auth/${slug}/federation/callback`);
       console.log('Running servers pick the change up within 30 seconds.');
     } else if (cmd === 'remove-federation') {
       await setFederation(db.app, slug, undefined);
+      audit.action(slug, 'remove-federation');
       console.log(`Tenant ${slug}: external sign-in removed.`);
     } else fail(`unknown command "${cmd}"`);
   } finally {
+    await audit.close();
     await db.close();
   }
 }
