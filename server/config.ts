@@ -30,10 +30,15 @@ export interface Config {
   accessTokenTtlSeconds: number;
   /** Extra origins (comma-separated CORS_ORIGINS) allowed to call the API from a browser. */
   corsOrigins: string[];
-  /** SMTP server for sign-in mails (patients' one-time codes); unset = the local outbox. */
+  /** SMTP server for every outgoing mail (sign-in codes, notifications); unset = the local outbox. */
   smtpUrl?: string;
   /** From address of those mails. */
   mailFrom: string;
+  /** Background jobs (server/jobs): 'auto' runs them in this process (BullMQ worker + outbox relay
+   * with REDIS_URL, the in-process runner without), 'off' leaves them to other processes. */
+  jobRunner: 'auto' | 'off';
+  /** BullMQ key prefix in Redis (JOB_QUEUE_PREFIX). */
+  jobQueuePrefix: string;
   /** Operator key for the server-wide admin API (POST /admin/tenants); unset = that API is off. */
   adminApiKey?: string;
 }
@@ -74,6 +79,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     smtpUrl: env.SMTP_URL || undefined,
     mailFrom: env.MAIL_FROM ?? 'FHIR practice server <no-reply@localhost>',
     adminApiKey: env.ADMIN_API_KEY || undefined,
+    jobRunner: env.JOB_RUNNER === 'off' ? 'off' : 'auto',
+    jobQueuePrefix: env.JOB_QUEUE_PREFIX || 'fhir',
     corsOrigins: (env.CORS_ORIGINS ?? '').split(',').map((o) => o.trim().replace(/\/+$/, '')).filter(Boolean),
   };
 }
