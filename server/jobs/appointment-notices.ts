@@ -117,7 +117,7 @@ export async function planAppointmentNotices(
   const sk = startKey(appointment);
   let enqueued = 0;
   let retracted = 0;
-  const add = async (kind: string, key: string, payload: AppointmentPayload, runAt?: Date) => {
+  const add = async (kind: string, key: string, payload: AppointmentPayload, runAt: Date = now) => {
     if ((await enqueueJob(tx, { kind, key, payload, runAt })).created) enqueued++;
   };
   if (change === 'cancelled') {
@@ -150,7 +150,6 @@ export async function enqueueWaitlistOffer(
   ctx: NoticeContext,
   offer: { patient: string; appointment?: string; slot?: string; claimUrl: string; expiresAt: Date; key?: string },
 ): Promise<{ id: string; created: boolean }> {
-  void ctx;
   if (!offer.appointment && !offer.slot) throw new Error('a waitlist offer is for an appointment or a slot');
   const what = offer.slot ? `slot:${offer.slot}` : `appt:${offer.appointment}`;
   const payload: WaitlistPayload = {
@@ -160,7 +159,7 @@ export async function enqueueWaitlistOffer(
     claimUrl: offer.claimUrl,
     expiresAt: offer.expiresAt.toISOString(),
   };
-  return enqueueJob(tx, { kind: JOB_KINDS.waitlistOffer, key: offer.key ?? `waitlist:${what}:${offer.patient}`, payload });
+  return enqueueJob(tx, { kind: JOB_KINDS.waitlistOffer, key: offer.key ?? `waitlist:${what}:${offer.patient}`, payload, runAt: (ctx.clock ?? systemClock).now() });
 }
 
 // ---- the jobs --------------------------------------------------------------------------

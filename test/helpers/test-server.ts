@@ -17,6 +17,7 @@ import { loadSigningKey, newSigningKeyJson } from '../../server/auth/keys';
 import { issueAccessToken, IssueInput } from '../../server/auth/tokens';
 import type { Jobs } from '../../server/jobs';
 import type { AppDeps } from '../../server/http/app';
+import type { TenantDirectory } from '../../server/http/tenants';
 
 /** One signing key for the whole test process (as a deployment has one). */
 const SIGNING_KEY = newSigningKeyJson();
@@ -47,6 +48,7 @@ export interface TestServer {
   /** The app's job runner (not started: JOB_RUNNER=off unless `env` says otherwise; drive it
    * with runDue()/drain(), or give `jobs` options with onlyTenants and start it). */
   jobs: Jobs;
+  tenants: TenantDirectory;
   close(): Promise<void>;
 }
 
@@ -108,6 +110,7 @@ export async function startTestServer(env: Record<string, string> = {}, opts: { 
     },
     audit,
     jobs,
+    tenants,
     async close() {
       await new Promise((r) => server.close(r));
       await jobs.close();
