@@ -151,7 +151,9 @@ export async function buildFeed(tx: Tx, config: Config, practitionerId: string, 
       ...(loc ? { location: loc } : {}),
     });
   }
-  return { ics: cal.toString(), appointments: rows.map((x) => x.id), patients: patientIds };
+  // RFC 5545: every content line ends with CRLF, the last one too (ical-generator omits that one).
+  const text = cal.toString();
+  return { ics: text.endsWith('\r\n') ? text : `${text}\r\n`, appointments: rows.map((x) => x.id), patients: patientIds };
 }
 
 export function calendarRouter(deps: { config: Config; db: Knex; tenants: TenantDirectory; audit: AuditTrail }): express.Router {
