@@ -241,7 +241,7 @@ async function appointmentJob(job: Job<AppointmentPayload>, ctx: JobContext): Pr
   if (!a) return 'skipped: appointment gone';
   const cancel = job.kind === JOB_KINDS.cancellation;
   if (cancel ? a.status !== 'cancelled' : a.status !== 'booked') return `skipped: appointment is ${a.status}`;
-  if (!cancel && a.start !== job.payload.start) return 'skipped: appointment moved';
+  if (!cancel && Date.parse(a.start ?? '') !== Date.parse(job.payload.start ?? '')) return 'skipped: appointment moved';
   const patient = await load<Patient>(tx, 'Patient', job.payload.patient);
   if (!patient) return 'skipped: patient gone';
   const to = emailOf(patient);

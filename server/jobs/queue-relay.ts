@@ -87,6 +87,7 @@ export class QueueRelay implements Jobs {
     if (this.opts.worker !== false && !this.worker) this.startWorker();
     if (!this.timer) {
       this.timer = setInterval(() => {
+        if (this.lock.busy) return;
         void this.runDue().catch((e) => this.warn('job relay pass failed', e));
       }, this.opts.pollMs ?? 1000);
       this.timer.unref();

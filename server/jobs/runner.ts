@@ -43,6 +43,9 @@ export interface Jobs {
   close(): Promise<void>;
 }
 
+/** A relayed row this long past its run time and not finished is run by the in-process runner. */
+const STRANDED_MS = 15 * 60_000;
+
 export const defaultBackoff = (attempt: number) => Math.min(3_600_000, 30_000 * 2 ** (attempt - 1));
 
 /** Tenants with jobs due by `horizon` (pending) or relayed before `stale` and not finished. */
@@ -82,6 +85,9 @@ export class PassLock {
       this.running = undefined;
     }
   }
+  get busy(): boolean {
+    return !!this.running;
+  }
   async idle(): Promise<void> {
     while (this.running) await this.running.catch(() => undefined);
   }
@@ -101,6 +107,7 @@ export class InProcessRunner implements Jobs {
   start(): void {
     if (this.timer || this.closed) return;
     this.timer = setInterval(() => {
+      if (this.lock.busy) return; // a slow pass: skip this tick rather than queue passes up
       void this.runDue().catch((e) => logger.error({ err: { message: e.message } }, 'job runner pass failed'));
     }, this.opts.pollMs ?? 1000);
     this.timer.unref();
@@ -113,15 +120,20 @@ export class InProcessRunner implements Jobs {
   private async pass(): Promise<number> {
     if (this.closed) return 0;
     let n = 0;
-    for (const tenant of await dueTenants(this.deps.db, this.deps.clock.now(), null, this.opts.onlyTenants)) {
+    const now = this.deps.clock.now();
+    // Rows relayed to a queue long ago and never finished (REDIS_URL was removed, or the queue
+    // lost them) are run here too.
+    const stale = new Date(now.getTime() - STRANDED_MS);
+    for (const tenant of await dueTenants(this.deps.db, now, stale, this.opts.onlyTenants)) {
       const exec = executeOptions(this.deps, this.opts, await jobTenant(this.deps, tenant));
       // One job per transaction; a failed job gets a later run_at, so a pass always ends.
       for (let i = 0; i < 1000 && !this.closed; i++) {
         const outcome = await inTenant(this.deps.db, tenant, async (tx): Promise<ExecuteOutcome | undefined> => {
           const r = await tx.raw(
-            `SELECT ${JOB_COLUMNS} FROM jobs WHERE tenant_id = ? AND state = 'pending' AND run_at <= ?
+            `SELECT ${JOB_COLUMNS} FROM jobs WHERE tenant_id = ? AND run_at <= ?
+                AND (state = 'pending' OR (state = 'relayed' AND run_at < ? AND relayed_at < ?))
               ORDER BY run_at LIMIT 1 FOR UPDATE SKIP LOCKED`,
-            [tenant, this.deps.clock.now()],
+            [tenant, this.deps.clock.now(), stale, stale],
           );
           const row = r.rows[0] as JobRow | undefined;
           return row ? executeLocked(tx, row, exec) : undefined;
