@@ -13,7 +13,7 @@ import { createJobs, defineJob, enqueueJob, listJobs } from '../server/jobs';
 import { planAppointmentNotices } from '../server/jobs/appointment-notices';
 import { QueueRelay, QueueRelayOptions } from '../server/jobs/queue-relay';
 
-const SHARED_REDIS = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+const SHARED_REDIS = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const HOUR = 3_600_000;
 let s: TestServer;
 let smtp: TestSmtp;
