@@ -382,3 +382,23 @@ test('without SMTP_URL (demo) the messages go to the local outbox page', async (
   // with SMTP_URL there is no outbox page
   expect((await s.anon.get(`/outbox/${s.tenant}`)).status).toBe(404);
 });
+
+test('finished jobs are purged after keepFinishedDays (their key can be used again); runs are counted in /metrics', async () => {
+  const w = await world();
+  defineJob('test.noop', async () => 'nothing to do');
+  const t0 = clock.t;
+  await inTenant(s.db.app, w.tenant, (tx) => enqueueJob(tx, { kind: 'test.noop', key: 'noop:1', payload: {}, runAt: clock.now() }));
+  await w.jobs.drain();
+  expect((await jobsOf(w, 'noop:'))[0]).toMatchObject({ state: 'done', result: 'nothing to do' });
+  clock.t = new Date(t0.getTime() + 179 * 24 * HOUR);
+  await w.jobs.runDue();
+  expect(await jobsOf(w, 'noop:')).toHaveLength(1);
+  clock.t = new Date(t0.getTime() + 181 * 24 * HOUR);
+  await w.jobs.runDue();
+  expect(await jobsOf(w, 'noop:')).toHaveLength(0);
+  await inTenant(s.db.app, w.tenant, async (tx) => expect((await enqueueJob(tx, { kind: 'test.noop', key: 'noop:1', payload: {} })).created).toBe(true));
+  clock.t = t0;
+  const metrics = await s.anon.get('/metrics');
+  expect(metrics.text).toMatch(/jobs_runs_total\{kind="test.noop",outcome="done"\} \d+/);
+  expect(metrics.text).toMatch(/jobs_runs_total\{kind="appointment.confirmation",outcome="done"\} \d+/);
+});

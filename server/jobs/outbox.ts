@@ -12,6 +12,7 @@ import type { Tx } from '../db/tenant-tx';
 import type { TenantSettings } from '../fhir/types';
 import { logger } from '../log';
 import type { Mailer } from '../mail/mailer';
+import { jobRuns } from '../http/metrics';
 
 export interface Clock {
   now(): Date;
@@ -111,6 +112,15 @@ export async function retractJobs(tx: Tx, keyPrefix: string, opts: { except?: st
   return r.rows.length;
 }
 
+/**
+ * Deletes the tenant's jobs that finished (done or retracted) before `before`; failed jobs stay
+ * for an operator to look at. Their keys can be enqueued again afterwards.
+ */
+export async function purgeFinishedJobs(tx: Tx, before: Date): Promise<number> {
+  const r = await tx.raw(`DELETE FROM jobs WHERE tenant_id = ? AND state IN ('done', 'retracted') AND finished_at < ? RETURNING id`, [tx.tenant, before]);
+  return r.rows.length;
+}
+
 /** What jobs of a tenant exist under a key prefix (tests, operators). */
 export async function listJobs(tx: Tx, keyPrefix = ''): Promise<Array<{ id: string; key: string; kind: string; state: string; runAt: Date; attempts: number; result: string | null; lastError: string | null }>> {
   const r = await tx.raw(
@@ -151,6 +161,12 @@ export const JOB_COLUMNS = 'id, key, kind, payload, run_at, state, attempts';
  * waits for its next attempt (state pending, run_at = now + backoff) or is failed for good.
  */
 export async function executeLocked(tx: Tx, row: JobRow, o: ExecuteOptions): Promise<ExecuteOutcome> {
+  const outcome = await execute(tx, row, o);
+  jobRuns.inc({ kind: row.kind, outcome });
+  return outcome;
+}
+
+async function execute(tx: Tx, row: JobRow, o: ExecuteOptions): Promise<ExecuteOutcome> {
   if (row.state !== 'pending' && row.state !== 'relayed') return 'skipped';
   const job: Job = {
     id: row.id,

@@ -20,7 +20,7 @@ import IORedis from 'ioredis';
 import { inTenant } from '../db/tenant-tx';
 import { logger } from '../log';
 import { ExecuteOutcome, executeLocked, JOB_COLUMNS, JobRow } from './outbox';
-import { dueTenants, executeOptions, Jobs, JobsDeps, JobsOptions, jobTenant, PassLock } from './runner';
+import { dueTenants, executeOptions, Jobs, JobsDeps, JobsOptions, jobTenant, PassLock, Purger } from './runner';
 
 export interface QueueRelayOptions extends JobsOptions {
   redisUrl: string;
@@ -56,11 +56,14 @@ export class QueueRelay implements Jobs {
   private closed = false;
   private lock = new PassLock();
   private lastError = 0;
+  private purger: Purger;
 
   constructor(
     private deps: JobsDeps,
     private opts: QueueRelayOptions,
-  ) {}
+  ) {
+    this.purger = new Purger(deps, opts);
+  }
 
   /** The BullMQ queue (connected on first use). */
   get queue(): Queue {
@@ -165,6 +168,7 @@ export class QueueRelay implements Jobs {
         n += moved;
         if (moved < 200) break;
       }
+      await this.purger.maybe(tenant);
     }
     return n;
   }

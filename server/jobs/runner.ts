@@ -11,7 +11,7 @@ import { inTenant } from '../db/tenant-tx';
 import type { TenantDirectory } from '../http/tenants';
 import { logger } from '../log';
 import type { Mailer } from '../mail/mailer';
-import { Clock, executeLocked, ExecuteOptions, ExecuteOutcome, JOB_COLUMNS, JobRow, JobTenant } from './outbox';
+import { Clock, executeLocked, ExecuteOptions, ExecuteOutcome, JOB_COLUMNS, JobRow, JobTenant, purgeFinishedJobs } from './outbox';
 
 export interface JobsDeps {
   config: Config;
@@ -30,6 +30,8 @@ export interface JobsOptions {
   backoffMs?: (attempt: number) => number;
   /** Only these tenants (tests; default every tenant with due jobs). */
   onlyTenants?: string[];
+  /** Finished (done, retracted) jobs are deleted this many days after they finished (default 180; 0 = never). */
+  keepFinishedDays?: number;
 }
 
 export interface Jobs {
@@ -72,6 +74,26 @@ export function executeOptions(deps: JobsDeps, opts: JobsOptions, tenant: JobTen
   };
 }
 
+/**
+ * Deletes old finished jobs of a tenant, at most once an hour per tenant and process (called by
+ * the passes for the tenants they serve).
+ */
+export class Purger {
+  private last = new Map<string, number>();
+  constructor(
+    private deps: JobsDeps,
+    private opts: JobsOptions,
+  ) {}
+  async maybe(tenant: string): Promise<void> {
+    const days = this.opts.keepFinishedDays ?? 180;
+    const now = this.deps.clock.now().getTime();
+    if (!days || now - (this.last.get(tenant) ?? 0) < 3_600_000) return;
+    this.last.set(tenant, now);
+    const n = await inTenant(this.deps.db, tenant, (tx) => purgeFinishedJobs(tx, new Date(now - days * 86_400_000)));
+    if (n) logger.info({ tenant, purged: n }, 'old finished jobs deleted');
+  }
+}
+
 /** Serialises passes: a pass asked for while one runs waits for it and then runs. */
 export class PassLock {
   private running?: Promise<unknown>;
@@ -98,11 +120,14 @@ export class InProcessRunner implements Jobs {
   private timer?: NodeJS.Timeout;
   private closed = false;
   private lock = new PassLock();
+  private purger: Purger;
 
   constructor(
     private deps: JobsDeps,
     private opts: JobsOptions = {},
-  ) {}
+  ) {
+    this.purger = new Purger(deps, opts);
+  }
 
   start(): void {
     if (this.timer || this.closed) return;
@@ -141,6 +166,7 @@ export class InProcessRunner implements Jobs {
         if (!outcome) break;
         n++;
       }
+      await this.purger.maybe(tenant);
     }
     return n;
   }
