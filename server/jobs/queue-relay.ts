@@ -106,11 +106,9 @@ export class QueueRelay implements Jobs {
       connection: this.consumer,
       prefix: this.opts.prefix ?? 'fhir',
       concurrency: this.opts.concurrency ?? 4,
-      // Only infrastructure errors (database unreachable) fail a BullMQ job; it is retried.
-      removeOnComplete: { count: 1000 },
-      removeOnFail: { count: 1000 },
     });
     this.worker.on('error', (e) => this.warn('job worker', e));
+    this.worker.on('failed', (job, e) => logger.warn({ tenant: job?.data.tenant, job: job?.data.id, err: { message: e.message } }, 'queued job failed in the worker'));
   }
 
   /** The BullMQ processor: runs one relayed job if it is still due at that attempt. */
@@ -155,6 +153,10 @@ export class QueueRelay implements Jobs {
                   delay: Math.max(0, new Date(row.run_at).getTime() - now.getTime()),
                   attempts: 5,
                   backoff: { type: 'exponential', delay: 5_000 },
+                  // The outbox row is the record. A finished BullMQ job is removed, so that a replay
+                  // of a row BullMQ gave up on (infrastructure errors only) adds it anew.
+                  removeOnComplete: true,
+                  removeOnFail: true,
                 },
               })),
             ),
