@@ -402,3 +402,25 @@ test('finished jobs are purged after keepFinishedDays (their key can be used aga
   expect(metrics.text).toMatch(/jobs_runs_total\{kind="test.noop",outcome="done"\} \d+/);
   expect(metrics.text).toMatch(/jobs_runs_total\{kind="appointment.confirmation",outcome="done"\} \d+/);
 });
+
+test('SMTP unreachable: the message is retried and delivered once when the server is back', async () => {
+  const w = await world({}, 'ana.smtp@patient.example');
+  const { Mailer } = await import('../server/mail/mailer');
+  const down = createJobs(
+    { config: s.config, db: s.db.app, tenants: s.tenants, clock, mail: new Mailer({ smtpUrl: 'smtp://127.0.0.1:1', from: 'x@example.org' }) },
+    { onlyTenants: [w.tenant], redisUrl: null, backoffMs: () => 60_000 },
+  );
+  const t0 = clock.t;
+  const a = await bookAppointment(w, startIn(4));
+  await down.drain();
+  await down.close();
+  const [job] = await jobsOf(w, `appt:${a.id}:confirmation:`);
+  expect(job).toMatchObject({ state: 'pending', attempts: 1 });
+  expect(job.lastError).toMatch(/ECONNREFUSED/);
+  expect(await communications(w)).toEqual([]); // the record was rolled back with the attempt
+  clock.t = new Date(t0.getTime() + 60_000);
+  await w.jobs.drain();
+  expect(mailsTo('ana.smtp@patient.example').map((m) => m.subject)).toEqual(['Your appointment is confirmed']);
+  expect((await communications(w)).length).toBe(1);
+  clock.t = t0;
+});

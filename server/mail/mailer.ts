@@ -39,7 +39,10 @@ export function outboxFor(tenant: string): Mail[] {
 function transportFor(smtpUrl: string) {
   let t = transports.get(smtpUrl);
   if (!t) {
-    t = nodemailer.createTransport(smtpUrl);
+    // Short timeouts: a notification job holds its database transaction while it sends, so an
+    // unreachable SMTP server must fail it quickly (it is retried later). Query parameters of
+    // SMTP_URL override these.
+    t = nodemailer.createTransport({ url: smtpUrl, connectionTimeout: 10_000, greetingTimeout: 10_000, socketTimeout: 30_000 });
     transports.set(smtpUrl, t);
   }
   return t;
