@@ -84,7 +84,7 @@ async function practice(settings = {}) {
       end: new Date(start.getTime() + HOUR / 2).toISOString(),
       participant: [
         { actor: { reference: `Patient/${patient}` }, status: 'accepted' },
-        { actor: { reference: `Practitioner/${who}` }, status: 'accepted' },
+        { actor: { reference: who.includes('/') ? who : `Practitioner/${who}` }, status: 'accepted' },
         { actor: { reference: `Location/${room.id}` }, status: 'accepted' },
       ],
     });
@@ -107,6 +107,8 @@ test('the feed is a valid iCalendar of the practitioner\'s booked appointments, 
   await p.at(3, 'cancelled');
   await p.at(4, 'proposed');
   await p.at(6, 'booked', p.other.id); // another practitioner's
+  const role = await post(p.tenant, { resourceType: 'PractitionerRole', practitioner: { reference: `Practitioner/${p.dr.id}` } });
+  const viaRole = await p.at(7, 'booked', `PractitionerRole/${role.id}`); // booked through the practitioner's role
   const { status, url, body } = await issue(p.tenant, p.dr.id);
   expect(status).toBe(200);
   expect(url).toMatch(new RegExp(`^${s.url}/calendar/${p.tenant}/[A-Za-z0-9_-]{43}\\.ics$`));
@@ -120,9 +122,9 @@ test('the feed is a valid iCalendar of the practitioner\'s booked appointments, 
   expect(ics.calendar.VERSION).toBe('2.0');
   expect(ics.calendar.PRODID).toBeTruthy();
   expect(ics.calendar.METHOD).toBe('PUBLISH');
-  expect(ics.events).toHaveLength(2);
+  expect(ics.events).toHaveLength(3);
   const host = new URL(s.url).hostname;
-  expect(ics.events.map((e) => e.UID)).toEqual([`appointment-${booked.id}@${host}`, `appointment-${second.id}@${host}`]);
+  expect(ics.events.map((e) => e.UID)).toEqual([`appointment-${booked.id}@${host}`, `appointment-${second.id}@${host}`, `appointment-${viaRole.id}@${host}`]);
   const utc = (iso: string) => iso.replace(/[-:]/g, '').replace(/\.\d{3}/, '');
   for (const [e, a] of [[ics.events[0], booked], [ics.events[1], second]] as const) {
     expect(e.DTSTART).toBe(utc(a.start));
@@ -133,7 +135,7 @@ test('the feed is a valid iCalendar of the practitioner\'s booked appointments, 
     expect(e.DURATION).toBeUndefined();
     expect(e.LOCATION).toBe('Room 1\\, first floor\\; back'); // TEXT escaping
   }
-  expect(ics.events.map((e) => e.SUMMARY)).toEqual(['Appointment: A.S.', 'Appointment: B.O.']);
+  expect(ics.events.map((e) => e.SUMMARY)).toEqual(['Appointment: A.S.', 'Appointment: B.O.', 'Appointment: A.S.']);
   expect(r.text).not.toMatch(/Sousa|Okafor|Ana|depression/);
 
   // an update keeps the UID and raises SEQUENCE

@@ -1,6 +1,7 @@
 /**
  * Practitioners' calendar feeds: GET /calendar/{tenant}/{token}.ics serves an iCalendar
- * (RFC 5545, ical-generator) of the practitioner's booked appointments. The secret token in the
+ * (RFC 5545, ical-generator) of the practitioner's booked appointments (as Practitioner or through
+ * one of their PractitionerRoles). The secret token in the
  * URL is the only credential (calendar apps cannot send bearer tokens); only its SHA-256 is
  * stored (calendar_tokens), one per practitioner, replaced by
  * POST /fhir/{tenant}/Practitioner/{id}/$calendar-token (the practitioner themselves, an admin,
@@ -108,18 +109,26 @@ export interface Feed {
 
 /** The iCalendar text of a practitioner's feed. */
 export async function buildFeed(tx: Tx, config: Config, practitionerId: string, settings: TenantSettings, now = new Date()): Promise<Feed> {
+  // The practitioner's own PractitionerRoles count too (scheduling often books the role).
+  const roles = await tx.raw(
+    `SELECT i.res_id AS id FROM idx_reference i JOIN resources r ON r.tenant_id = i.tenant_id AND r.res_type = i.res_type AND r.id = i.res_id
+      WHERE i.tenant_id = ? AND i.res_type = 'PractitionerRole' AND i.param = 'practitioner' AND i.target_type = 'Practitioner' AND i.target_id = ? AND r.deleted = false`,
+    [tx.tenant, practitionerId],
+  );
+  const roleIds = new Set((roles.rows as Array<{ id: string }>).map((x) => x.id));
   const r = await tx.raw(
     `SELECT r.id, r.version, r.last_updated, r.content::text AS json FROM resources r
       WHERE r.tenant_id = ? AND r.res_type = 'Appointment' AND r.deleted = false
-        AND r.id IN (SELECT i.res_id FROM idx_reference i WHERE i.tenant_id = ? AND i.res_type = 'Appointment'
-                      AND i.param IN ('practitioner', 'actor') AND i.target_type = 'Practitioner' AND i.target_id = ?)`,
-    [tx.tenant, tx.tenant, practitionerId],
+        AND r.id IN (SELECT i.res_id FROM idx_reference i WHERE i.tenant_id = ? AND i.res_type = 'Appointment' AND i.param = 'actor'
+                      AND ((i.target_type = 'Practitioner' AND i.target_id = ?) OR (i.target_type = 'PractitionerRole' AND i.target_id = ANY(?::text[]))))`,
+    [tx.tenant, tx.tenant, practitionerId, [...roleIds]],
   );
+  const mine = (ref: string | undefined) => refId(ref, 'Practitioner') === practitionerId || roleIds.has(refId(ref, 'PractitionerRole') ?? '');
   const since = now.getTime() - PAST_DAYS * 86_400_000;
   const rows = (r.rows as Array<{ id: string; version: number; last_updated: Date | string; json: string }>)
     .map((x) => ({ ...x, a: JSON.parse(x.json) as Appointment }))
     .filter((x) => SHOWN.has(x.a.status) && x.a.start && x.a.end && Date.parse(x.a.end) >= since)
-    .filter((x) => x.a.participant?.some((p) => refId(p.actor?.reference, 'Practitioner') === practitionerId && p.status !== 'declined'))
+    .filter((x) => x.a.participant?.some((p) => mine(p.actor?.reference) && p.status !== 'declined'))
     .sort((x, y) => Date.parse(x.a.start!) - Date.parse(y.a.start!))
     .slice(0, MAX_EVENTS);
   const mode = settings.calendarPatientNames ?? 'initials';
