@@ -83,6 +83,7 @@ const ALL_INTERACTIONS: Interaction[] = [
 export const OPERATIONS: OperationDef[] = [
   { name: 'validate', level: ['type', 'instance'], types: '*', affectsState: false, definition: 'http://hl7.org/fhir/OperationDefinition/Resource-validate' },
   { name: 'restore', level: ['instance'], types: '*', affectsState: true, definition: 'urn:fhir-practice-server:OperationDefinition/restore' },
+  { name: 'calendar-token', level: ['instance'], types: ['Practitioner'], affectsState: true, definition: 'urn:fhir-practice-server:OperationDefinition/calendar-token' },
 ];
 
 function buildRegistry(): Map<string, ResourceTypeDef> {

@@ -23,7 +23,7 @@ import { emitAuthEvent } from './events';
 import { DEFAULT_LABEL, FederationClients, FederationError, idpDidMfa, STAFF_ROLES } from './federation';
 import { isLockedOut, LOCKOUT, maxFailures, recordFailure } from './lockout';
 import { notifyLockout } from './lockout-notice';
-import { sendMail } from './mail';
+import { sendMail } from '../mail/mailer';
 import { esc, LAUNCH, page, policyOf, SMART_CONTEXT, SmartContext, TenantAuth, TTL } from './provider';
 import { mediate, OIDC_SCOPES } from './scope-policy';
 import { newTotpSecret, otpauthUri, totpCode, verifyTotp } from './totp';
@@ -110,7 +110,7 @@ export function interactionRouter(deps: InteractionDeps): express.Router {
       `${error ? `<p class="err">${esc(error)}</p>` : ''}<p>If this address belongs to a patient of the practice, we sent a 6-digit code and a sign-in link. They are valid for 10 minutes.</p>
 <form method="post" action="${action(req, 'code')}">
 <label>Code <input name="code" inputmode="numeric" autocomplete="one-time-code" required></label>
-<button type="submit">Sign in</button></form>${config.demo ? `<p class="hint">Demo server: the message is in the <a href="/auth/${esc(req.params.tenant)}/outbox" target="_blank">outbox</a>.</p>` : ''}`,
+<button type="submit">Sign in</button></form>${config.demo ? `<p class="hint">Demo server: the message is in the <a href="/outbox/${esc(req.params.tenant)}" target="_blank">outbox</a>.</p>` : ''}`,
     );
   }
 
@@ -306,8 +306,9 @@ ${rows.map((r: any) => `<label style="display:block"><input type="radio" name="p
           tenant,
           to: user.email,
           subject: 'Your sign-in code',
+          kind: 'sign-in-code',
           text: `Your sign-in code is ${code}.\n\nOr open this link in the same browser:\n${link}\n\nIt is valid for 10 minutes. If you did not ask to sign in, ignore this message.`,
-        });
+        }, config.publicUrl);
         emitAuthEvent({ type: 'code-sent', tenant, outcome: 'success', userId: user.id, role: 'patient', ip });
       }
       codePage(req, res);

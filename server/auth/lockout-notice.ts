@@ -11,7 +11,7 @@ import { logger } from '../log';
 import type { AuthStore } from './adapter';
 import { emitAuthEvent } from './events';
 import { emailHash, failedEmailHashes, LOCKOUT } from './lockout';
-import { sendMail } from './mail';
+import { sendMail } from '../mail/mailer';
 
 const NOTICE = 'LockoutNotice';
 

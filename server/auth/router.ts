@@ -13,8 +13,7 @@ import { ClientError, registerClient, withoutSecret } from './clients';
 import { FederationClients, FederationConfigError, isLocalDevelopment, publicFederation, SECRET_PURPOSE, setFederation, validateFederation } from './federation';
 import { interactionRouter } from './interactions';
 import type { SigningKey } from './keys';
-import { outboxFor } from './mail';
-import { createTenantAuth, esc, LAUNCH, page, SMART_CONTEXT, TenantAuth } from './provider';
+import { createTenantAuth, LAUNCH, SMART_CONTEXT, TenantAuth } from './provider';
 import { isRole } from './roles';
 import { AccessClaims, InvalidToken, TokenVerifier } from './tokens';
 import { createUser, listUsers, publicUser } from './users';
@@ -279,15 +278,8 @@ export function authRouter(deps: AuthDeps, servers: AuthServers): express.Router
     res.json({ color_background: '#f7f7f7', color_highlight: '#2a6f97', color_modal_backdrop: '', color_success: '#2e7d32', color_error: '#b00020', dim_border_radius: '6px', dim_font_size_regular: '14px', dim_spacing_size: '16px', font_family_body: 'system-ui, sans-serif', font_family_heading: 'system-ui, sans-serif' });
   });
 
-  // Demo only: the messages that would have been emailed (no SMTP_URL).
-  router.get('/outbox', (req: Request<any>, res: Response) => {
-    if (!config.demo || config.smtpUrl) return jsonError(res, 404, 'not_found', 'the outbox exists only in DEMO mode without SMTP_URL');
-    const mails = outboxFor(req.params.tenant);
-    res.setHeader('Cache-Control', 'no-store');
-    res.type('html').send(page('Demo outbox', mails.length
-      ? mails.map((m) => `<fieldset><legend>${esc(m.at)} to ${esc(m.to)}: ${esc(m.subject)}</legend><pre style="white-space:pre-wrap">${esc(m.text)}</pre></fieldset>`).join('')
-      : '<p>No messages yet.</p>'));
-  });
+  // The demo outbox moved to /outbox/{tenant} (server/mail/outbox-page.ts), which shows every message.
+  router.get('/outbox', (req: Request<any>, res: Response) => res.redirect(302, `/outbox/${req.params.tenant}`));
 
   // oidc-provider: SMART's `aud` is the resource indicator; offline_access needs prompt=consent there.
   const form = express.urlencoded({ extended: false, limit: '64kb' });

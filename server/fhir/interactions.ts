@@ -19,6 +19,7 @@ import { capabilityJson } from '../../capability/capability-statement';
 import { parseElements, parseSummary, shape } from './shape';
 import { assertInteraction, assertNotHidden, assertVisible, assertWritable, Granted, permit, restricted, restrictionSql, visibleIds } from './authorize';
 import type { SqlFragment } from '../search/query';
+import { calendarTokenOperation } from '../calendar/feed';
 
 const ID_RE = /^[A-Za-z0-9\-.]{1,64}$/;
 
@@ -549,6 +550,7 @@ async function operation(ctx: TenantContext, req: FhirRequest, op: string, type:
   if (req.method === 'GET' && def.affectsState) throw notSupported(405, `${op} changes state; invoke it with POST`);
   if (name === 'validate') return validateOp(ctx, req, type, id);
   if (name === 'restore') return restoreOp(ctx, req, type, id!);
+  if (name === 'calendar-token') return calendarTokenOperation(ctx, req, id!); // server/calendar/feed.ts
   throw notSupported(501, `${op} is not implemented`);
 }
 

@@ -55,6 +55,16 @@ export interface TenantSettings {
   signInAttemptsPer15Minutes?: number;
   /** Browser origins (registered SMART apps) allowed to call the API (CORS). */
   corsOrigins?: string[];
+  /** The practice's IANA time zone (quiet hours; messages to patients without a zone of their own). Default UTC. */
+  timeZone?: string;
+  /** Appointment reminders, minutes before the start (default [2880, 120]: 48 h and 2 h; [] = none). */
+  reminderOffsetsMinutes?: number[];
+  /** No reminders in this daily window, practice time (e.g. {start: '21:00', end: '08:00'}); see docs/jobs.md. */
+  quietHours?: { start: string; end: string } | null;
+  /** The cancellation policy quoted in booking confirmations. */
+  cancellationPolicy?: string;
+  /** How patients appear in practitioners' calendar feeds (default initials). */
+  calendarPatientNames?: 'initials' | 'full' | 'none';
   /** Optional sign-in through an external OpenID Connect identity provider (server/auth/federation.ts). */
   federation?: FederationSettings;
 }
