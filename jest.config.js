@@ -1,7 +1,7 @@
 /** Tests run against real PostgreSQL (TEST_DATABASE_URL, default the local server) over real HTTP. */
 // Packages published only as ES modules (jose 6, ...) are compiled to CommonJS for jest's module
 // system; the server itself loads them natively (Node >= 20.19 has require(esm)).
-const ESM_ONLY = ['jose', 'oidc-provider'];
+const ESM_ONLY = ['jose', 'oidc-provider', 'openid-client', 'oauth4webapi'];
 module.exports = {
   testEnvironment: 'node',
   transform: {

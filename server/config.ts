@@ -30,12 +30,23 @@ export interface Config {
   accessTokenTtlSeconds: number;
   /** Extra origins (comma-separated CORS_ORIGINS) allowed to call the API from a browser. */
   corsOrigins: string[];
-  /** SMTP server for sign-in mails (patients' one-time codes); unset = the local outbox. */
+  /** SMTP server for every outgoing mail (sign-in codes, notifications); unset = the local outbox. */
   smtpUrl?: string;
   /** From address of those mails. */
   mailFrom: string;
+  /** Background jobs (server/jobs): 'auto' runs them in this process (BullMQ worker + outbox relay
+   * with REDIS_URL, the in-process runner without), 'off' leaves them to other processes. */
+  jobRunner: 'auto' | 'off';
+  /** BullMQ key prefix in Redis (JOB_QUEUE_PREFIX). */
+  jobQueuePrefix: string;
   /** Operator key for the server-wide admin API (POST /admin/tenants); unset = that API is off. */
   adminApiKey?: string;
+  /** Master key (32 bytes, base64 or hex) that wraps the tenants' data keys; see server/crypto/. */
+  masterKey?: string;
+  /** File holding that key when masterKey is not set (default DATA_DIR/secrets/master-key). */
+  masterKeyFile?: string;
+  /** Earlier master keys (MASTER_KEY_PREVIOUS, comma-separated): still unwrap, never wrap. */
+  masterKeyPrevious: string[];
 }
 
 function parseBytes(v: string): number {
@@ -74,6 +85,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     smtpUrl: env.SMTP_URL || undefined,
     mailFrom: env.MAIL_FROM ?? 'FHIR practice server <no-reply@localhost>',
     adminApiKey: env.ADMIN_API_KEY || undefined,
+    masterKey: env.MASTER_KEY || undefined,
+    masterKeyFile: env.MASTER_KEY_FILE || undefined,
+    masterKeyPrevious: (env.MASTER_KEY_PREVIOUS ?? '').split(',').map((k) => k.trim()).filter(Boolean),
+    jobRunner: env.JOB_RUNNER === 'off' ? 'off' : 'auto',
+    jobQueuePrefix: env.JOB_QUEUE_PREFIX || 'fhir',
     corsOrigins: (env.CORS_ORIGINS ?? '').split(',').map((o) => o.trim().replace(/\/+$/, '')).filter(Boolean),
   };
 }

@@ -12,6 +12,7 @@ import { logger } from './log';
 import { loadDemoData } from './demo/load-demo';
 import { DEMO_CREDENTIALS, ensureDemoAuth } from './demo/demo-auth';
 import { ensureSigningKey, signingKeyFile } from './auth/keys';
+import { ensureMasterKey, masterKeyFile } from './crypto/master-key';
 
 const HELP = `Usage: npm start [-- --help]
 
@@ -25,7 +26,10 @@ Environment:
   DATABASE_APP_URL     optional connection string for the application role (no BYPASSRLS);
                        unset = connect with DATABASE_URL and SET ROLE fhir_app
   DATA_DIR             folder of the embedded database (default ./data)
-  REDIS_URL            Redis for jobs and rate limits (optional; checked by /readyz)
+  REDIS_URL            Redis for jobs (BullMQ) and rate limits (optional; checked by /readyz);
+                       unset = jobs run in-process from the outbox table
+  JOB_RUNNER           auto (default: this process relays/runs jobs) or off
+  JOB_QUEUE_PREFIX     BullMQ key prefix in Redis (default fhir)
   WEB_CONCURRENCY      worker processes (default 1; PostgreSQL only)
   DB_POOL_MAX          connections per worker (default 10)
   BODY_LIMIT           largest request body (default 10mb) -> 413 above it
@@ -35,10 +39,17 @@ Environment:
   SIGNING_KEY          private EC P-256 JWK (JSON) that signs access tokens; unset = the file
                        SIGNING_KEY_FILE (default DATA_DIR/secrets/signing-key.json), created
                        on first start. Keep it secret: whoever has it can mint tokens.
+  MASTER_KEY           32 random bytes (base64 or hex) that wrap the tenants' data keys for
+                       encryption at rest; unset = the file MASTER_KEY_FILE (default
+                       DATA_DIR/secrets/master-key), created on first start. Back it up: without
+                       it the encrypted fields (SSNs, payment ids, note text) cannot be read.
+  MASTER_KEY_PREVIOUS  earlier master keys (comma-separated), still used to unwrap until
+                       npm run keys:rotate has re-wrapped every tenant's keys
   ACCESS_TOKEN_TTL_SECONDS  lifetime of issued access tokens (default 3600)
   CORS_ORIGINS         extra browser origins allowed to call the API (comma-separated)
-  SMTP_URL             SMTP server for patients' sign-in codes (e.g. smtp://user:pw@mail:587);
-                       unset = messages go to a local outbox (/auth/{tenant}/outbox in DEMO mode)
+  SMTP_URL             SMTP server for all mail: sign-in codes, appointment confirmations,
+                       reminders, cancellations, waitlist offers (e.g. smtp://user:pw@mail:587);
+                       unset = messages go to a local outbox (/outbox/{tenant} in DEMO mode)
   MAIL_FROM            From address of those messages
   ADMIN_API_KEY        operator key for POST /admin/tenants (unset = that API is off)
 
@@ -48,6 +59,8 @@ Every FHIR request needs an access token (Authorization: Bearer ...), except /me
 Endpoints:
   /fhir/{tenant}       FHIR R4 base (e.g. /fhir/demo/metadata, /fhir/demo/.well-known/smart-configuration)
   /auth/{tenant}       the tenant's OAuth 2 / OpenID Connect authorization server (SMART App Launch)
+  /calendar/{tenant}/{token}.ics  a practitioner's calendar feed (POST .../Practitioner/{id}/$calendar-token)
+  /outbox/{tenant}     DEMO mode without SMTP_URL: the messages that would have been emailed
   /healthz /readyz     liveness and readiness
   /metrics             Prometheus metrics
 `;
@@ -61,6 +74,9 @@ async function main(): Promise<void> {
   const workers = config.databaseUrl ? config.webConcurrency : 1;
   if (cluster.isPrimary) {
     if (ensureSigningKey(config)) logger.info({ file: signingKeyFile(config) }, 'created a new token signing key');
+    if (ensureMasterKey(config)) {
+      logger.warn({ file: masterKeyFile(config) }, 'created a new master key for encryption at rest: back it up (without it the encrypted fields cannot be read) or set MASTER_KEY');
+    }
     const db = await openDatabase(config, { migrate: true });
     if (config.demo) {
       await ensureTenant(db.owner, 'demo', 'Demo practice', { practicePhone: '+1-555-0100' });
@@ -100,7 +116,7 @@ async function main(): Promise<void> {
 async function serve(config: ReturnType<typeof loadConfig>, db: Database): Promise<void> {
   let redisPing: (() => Promise<void>) | undefined;
   if (config.redisUrl) redisPing = await redisProbe(config.redisUrl);
-  const { app, audit, limits } = createApp({ config, db: db.app, redisPing });
+  const { app, audit, limits, jobs } = createApp({ config, db: db.app, redisPing });
   const server = await new Promise<Server>((resolve) => {
     const s = app.listen(config.port, config.host, () => resolve(s));
   });
@@ -111,9 +127,12 @@ async function serve(config: ReturnType<typeof loadConfig>, db: Database): Promi
     stopping = true;
     logger.info({ signal }, 'shutting down');
     server.close(() => {
-      // The audit events of the last requests are sealed before the database closes.
-      audit
+      // Running jobs finish, and the audit events of the last requests are sealed, before the
+      // database closes.
+      jobs
         .close()
+        .catch((err) => logger.error({ err: { message: err?.message } }, 'stopping the job runner failed'))
+        .then(() => audit.close())
         .catch((err) => logger.error({ err: { message: err?.message } }, 'audit flush on shutdown failed'))
         .finally(() => limits.close().finally(() => db.close().finally(() => process.exit(0))));
     });
@@ -166,9 +185,11 @@ function printBanner(config: ReturnType<typeof loadConfig>, workers: number, eng
           `    practitioner  ${DEMO_CREDENTIALS.practitioner.email} / ${DEMO_CREDENTIALS.practitioner.password}`,
           `    admin         ${DEMO_CREDENTIALS.admin.email} / ${DEMO_CREDENTIALS.admin.password}`,
           `    TOTP secret   ${DEMO_CREDENTIALS.totpSecret} (demo mode shows the current code on the page)`,
-          `    patient       ${DEMO_CREDENTIALS.patient.email} (code by email: ${config.smtpUrl ? 'sent over SMTP_URL' : `${config.publicUrl}/auth/demo/outbox`})`,
+          `    patient       ${DEMO_CREDENTIALS.patient.email} (code by email: ${config.smtpUrl ? 'sent over SMTP_URL' : `${config.publicUrl}/outbox/demo`})`,
+          `  Mail:           ${config.smtpUrl ? 'over SMTP_URL' : `no SMTP_URL: every message (sign-in codes, confirmations, reminders) goes to ${config.publicUrl}/outbox/demo`}`,
         ]
       : []),
+    `  Jobs:           ${config.redisUrl ? 'BullMQ on REDIS_URL (outbox relay)' : 'in-process runner (no REDIS_URL)'}`,
     `  Health:         ${config.publicUrl}/healthz   Metrics: ${config.publicUrl}/metrics`,
     '',
   ];

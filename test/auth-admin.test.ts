@@ -49,3 +49,37 @@ test('npm run tenant -- create', async () => {
   expect(await checkPassword(s.db.app, slug, 'owner@example.org', pw)).toBeTruthy();
   expect((await listUsers(s.db.app, slug))[0].role).toBe('admin');
 });
+
+/** The tenant's admin-action AuditEvents (read as the tenant's admin through FHIR). */
+async function adminActions(tenant: string): Promise<Array<{ outcome: string; outcomeDesc?: string; type: { code: string } }>> {
+  await s.audit.flush();
+  const tok = await s.token({ tenant, role: 'admin', sub: 'auditor', scope: 'user/AuditEvent.rs' });
+  const r = await s.anon.get(`/fhir/${tenant}/AuditEvent?subtype=admin-action&_count=100`).set('Authorization', `Bearer ${tok}`);
+  expect(r.status).toBe(200);
+  return (r.body.entry ?? []).map((e: { resource: unknown }) => e.resource);
+}
+
+test('admin changes (operator API, admin API, CLI) leave admin-action AuditEvents; reads do not', async () => {
+  const slug = `aud-${randomBytes(4).toString('hex')}`;
+  expect((await s.anon.post('/admin/tenants').set('Authorization', `Bearer ${KEY}`).send({ slug, adminEmail: 'chief@example.org' })).status).toBe(201);
+  const tok = await s.token({ tenant: slug, role: 'admin', sub: 'chief', scope: 'user/*.rs' });
+  const api = (m: 'get' | 'post', p: string) => s.anon[m](`/auth/${slug}${p}`).set('Authorization', `Bearer ${tok}`);
+  expect((await api('post', '/admin/users').send({ email: 'nurse@example.org', role: 'nurse', password: 'a long enough password 1' })).status).toBe(201);
+  expect((await api('post', '/admin/users').send({ email: 'nurse@example.org', role: 'nurse', password: 'a long enough password 1' })).status).toBe(409);
+  expect((await api('get', '/admin/users')).status).toBe(200);
+  const root = path.resolve(__dirname, '..');
+  await promisify(execFile)(
+    process.execPath,
+    [path.join(root, 'node_modules/tsx/dist/cli.mjs'), 'server/cli/tenant.ts', 'add-user', slug, '--email', 'dr@example.org', '--role', 'physician', '--password', 'another long password 2'],
+    { cwd: root, env: { ...process.env, DATABASE_URL: TEST_DATABASE_URL, LOG_LEVEL: 'warn' }, timeout: 60_000 },
+  );
+  const events = await adminActions(slug);
+  const said = events.map((e) => e.outcomeDesc ?? '');
+  expect(events.every((e) => e.type.code === '110100')).toBe(true);
+  expect(said.filter((d) => /operator API.*tenant created/.test(d))).toHaveLength(1);
+  expect(said.filter((d) => /^POST \/admin\/users -> 201$/.test(d))).toHaveLength(1);
+  expect(events.filter((e) => e.outcome === '4' && /POST \/admin\/users -> 409/.test(e.outcomeDesc ?? ''))).toHaveLength(1);
+  expect(said.filter((d) => /npm run tenant: add-user: user .* \(physician\)/.test(d))).toHaveLength(1);
+  expect(said.some((d) => d.startsWith('GET'))).toBe(false);
+  expect(JSON.stringify(events)).not.toMatch(/@example\.org/); // ids, never emails
+});

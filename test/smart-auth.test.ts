@@ -324,6 +324,23 @@ describe('TOTP and lockout', () => {
     expect(new URL(ok.location!).searchParams.get('code')).toBeTruthy();
   });
 
+  test('the tenant setting signInAttemptsPer15Minutes sets the limit', async () => {
+    await s.setSettings({ rateLimitPerMinute: 0, signInAttemptsPer15Minutes: 3 });
+    try {
+      const b = browser();
+      let page = await start(b);
+      for (let i = 0; i < 2; i++) {
+        page = await b.submit(page, 'login', { email: 'dr@example.org', password: 'not it ' + i }, REDIRECT);
+        expect(page.html).not.toContain('Too many failed sign-ins');
+      }
+      page = await b.submit(page, 'login', { email: 'dr@example.org', password: 'not it 3' }, REDIRECT);
+      expect(page.html).toContain('Too many failed sign-ins');
+      expect((await b.submit(page, 'login', { email: 'dr@example.org', password: PW }, REDIRECT)).status).toBe(429);
+    } finally {
+      await s.setSettings({ rateLimitPerMinute: 0 });
+    }
+  });
+
   test('5 failed sign-ins from one IP lock it out, even with the right password', async () => {
     const events: AuthEvent[] = [];
     const off = onAuthEvent((e) => {

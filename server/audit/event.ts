@@ -12,8 +12,8 @@ export interface AuditRecord {
   action: AuditAction;
   /** FHIR restful interaction (read, vread, search-type, create, ...) or a security/sign-in event code. */
   subtype: string;
-  /** 'rest' for data access, 'security' for refusals and tampering attempts, 'login' for sign-in events. */
-  kind: 'rest' | 'security' | 'login';
+  /** 'rest' for data access, 'security' for refusals and tampering attempts, 'login' for sign-in events, 'admin' for administration (users, clients, identity provider, tenants, keys). */
+  kind: 'rest' | 'security' | 'login' | 'admin';
   /** HTTP status of the answer. */
   status: number;
   outcomeText?: string;
@@ -33,6 +33,7 @@ const TYPES = {
   rest: { system: DCM, code: '110110', display: 'Patient Record' },
   security: { system: DCM, code: '110113', display: 'Security Alert' },
   login: { system: DCM, code: '110114', display: 'User Authentication' },
+  admin: { system: DCM, code: '110100', display: 'Application Activity' },
 };
 
 /** FHIR AuditEvent.outcome: 0 success, 4 minor failure (client error), 8 serious failure (server error). */

@@ -10,6 +10,7 @@ import { registry } from '../../resources';
 import type { Access } from '../auth/access';
 import type { FhirRequest } from '../fhir/types';
 import { AuditAction, toAuditEvent } from './event';
+import { redactSecretQuery } from '../crypto/policy';
 
 export interface Interaction {
   name: string;
@@ -132,7 +133,7 @@ export function auditEventFor(a: AuditInput): AuditEvent | undefined {
     ip: a.ip,
     entities: list.slice(0, MAX_ENTITIES),
     patients: [...patients],
-    query: a.queryString && a.queryString.length > 1 ? `${a.req.method} /${a.req.segments.join('/')}${a.queryString}` : undefined,
+    query: a.queryString && a.queryString.length > 1 ? `${a.req.method} /${a.req.segments.join('/')}${redactSecretQuery(a.queryString)}` : undefined,
     recorded: new Date().toISOString(),
   });
 }

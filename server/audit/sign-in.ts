@@ -1,4 +1,4 @@
-/** Sign-in events of the authorization server (server/auth/events.ts) as AuditEvents. */
+/** Sign-in and administration events of the authorization server (server/auth/events.ts) as AuditEvents. */
 import { AuthEvent, onAuthEvent } from '../auth/events';
 import { AuditAction, toAuditEvent } from './event';
 import type { AuditTrail } from './trail';
@@ -7,11 +7,15 @@ const ACTION: Record<AuthEvent['type'], AuditAction> = {
   'login-success': 'E',
   'login-failure': 'E',
   lockout: 'E',
+  'lockout-notice': 'E',
   'mfa-challenge': 'E',
   'mfa-failure': 'E',
   'code-sent': 'E',
   'token-issued': 'C',
   logout: 'E',
+  'federation-success': 'E',
+  'federation-failure': 'E',
+  'admin-action': 'U',
 };
 
 /** Records every sign-in event in the tenant's audit trail; returns the unsubscribe function. */
@@ -23,7 +27,7 @@ export function auditSignIns(trail: AuditTrail): () => void {
         tenant: e.tenant,
         action: ACTION[e.type],
         subtype: e.type,
-        kind: 'login',
+        kind: e.type === 'admin-action' ? 'admin' : 'login',
         status: e.outcome === 'success' ? 200 : 401,
         outcomeText: e.reason,
         who: { sub: e.userId, clientId: e.clientId, fhirUser: e.fhirUser, role: e.role },

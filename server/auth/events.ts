@@ -5,7 +5,20 @@
  */
 import { logger } from '../log';
 
-export type AuthEventType = 'login-success' | 'login-failure' | 'lockout' | 'mfa-challenge' | 'mfa-failure' | 'token-issued' | 'logout' | 'code-sent';
+export type AuthEventType =
+  | 'login-success'
+  | 'login-failure'
+  | 'lockout'
+  | 'lockout-notice'
+  | 'mfa-challenge'
+  | 'mfa-failure'
+  | 'token-issued'
+  | 'logout'
+  | 'code-sent'
+  | 'federation-success'
+  | 'federation-failure'
+  /** an administrator's change: users, clients, identity provider, tenant, keys (reason says which) */
+  | 'admin-action';
 
 export interface AuthEvent {
   type: AuthEventType;

@@ -88,7 +88,8 @@ export function createTenantAuth(config: Config, db: Knex, key: SigningKey, tena
     },
     routes: ROUTES,
     scopes: OIDC_SCOPES_LIST,
-    claims: { openid: ['sub'], fhirUser: ['fhirUser'], email: ['email'] },
+    // amr in the id_token: how the user signed in (pwd or fed, then otp or mfa; email for patients)
+    claims: { openid: ['sub', 'amr'], fhirUser: ['fhirUser'], email: ['email'] },
     conformIdTokenClaims: false,
     extraParams: ['launch', 'aud'],
     extraClientMetadata: { properties: ['smart_scope_policy'] },

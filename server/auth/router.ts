@@ -10,14 +10,16 @@ import type { Knex } from 'knex';
 import type { Config } from '../config';
 import type { TenantDirectory } from '../http/tenants';
 import { ClientError, registerClient, withoutSecret } from './clients';
+import { FederationClients, FederationConfigError, isLocalDevelopment, publicFederation, SECRET_PURPOSE, setFederation, validateFederation } from './federation';
 import { interactionRouter } from './interactions';
 import type { SigningKey } from './keys';
-import { outboxFor } from './mail';
-import { createTenantAuth, esc, LAUNCH, page, SMART_CONTEXT, TenantAuth } from './provider';
+import { createTenantAuth, LAUNCH, SMART_CONTEXT, TenantAuth } from './provider';
 import { isRole } from './roles';
 import { AccessClaims, InvalidToken, TokenVerifier } from './tokens';
 import { createUser, listUsers, publicUser } from './users';
 import { createTenantWithAdmin } from './tenant-admin';
+import { openSecretIn } from '../crypto/at-rest';
+import { emitAuthEvent } from './events';
 
 export interface AuthDeps {
   config: Config;
@@ -30,7 +32,11 @@ export interface AuthDeps {
 /** Per-tenant authorization servers, created on first use. */
 export class AuthServers {
   private cache = new Map<string, TenantAuth>();
-  constructor(private deps: AuthDeps) {}
+  /** The tenants' external identity providers (discovered configurations). */
+  readonly federation: FederationClients;
+  constructor(private deps: AuthDeps) {
+    this.federation = new FederationClients((tenant, sealed) => openSecretIn(deps.db, tenant, SECRET_PURPOSE, sealed));
+  }
   get(tenant: string): TenantAuth {
     let a = this.cache.get(tenant);
     if (!a) {
@@ -57,13 +63,14 @@ export function authRouter(deps: AuthDeps, servers: AuthServers): express.Router
       const t = await tenants.get(req.params.tenant);
       if (!t) return jsonError(res, 404, 'not_found', `Unknown tenant "${req.params.tenant}"`);
       res.locals.tenant = t.id;
+      res.locals.tenantRecord = t;
       next();
     } catch (e) {
       next(e);
     }
   });
 
-  router.use(interactionRouter({ config, db, auth: (t) => servers.get(t) }));
+  router.use(interactionRouter({ config, db, auth: (t) => servers.get(t), federation: servers.federation }));
 
   /** The caller's token (any valid token of this tenant), or a 401. */
   async function bearer(req: Request<any>, res: Response): Promise<AccessClaims | undefined> {
@@ -99,7 +106,28 @@ export function authRouter(deps: AuthDeps, servers: AuthServers): express.Router
     }
   };
   const json = express.json({ limit: '64kb' });
-  const admin = requireRole(new Set(['admin']));
+  const onlyAdmin = requireRole(new Set(['admin']));
+  /** Admin routes: an admin token, and every change (not the reads) leaves an admin-action event. */
+  const admin = (req: Request<any>, res: Response, next: NextFunction) =>
+    onlyAdmin(req, res, () => {
+      if (req.method !== 'GET') {
+        res.on('finish', () => {
+          const c = res.locals.claims as { sub?: string; role?: string; client_id?: string } | undefined;
+          const target = req.params.id ? ` ${req.params.id}` : '';
+          emitAuthEvent({
+            type: 'admin-action',
+            tenant: req.params.tenant,
+            outcome: res.statusCode < 400 ? 'success' : 'failure',
+            userId: c?.sub,
+            role: c?.role,
+            clientId: c?.client_id,
+            ip: req.ip,
+            reason: `${req.method} ${req.baseUrl.replace(/^\/auth\/[^/]+/, '')}${req.route?.path ?? req.path}${target} -> ${res.statusCode}`,
+          });
+        });
+      }
+      next();
+    });
   const auth = (req: Request<any>) => servers.get(req.params.tenant);
 
   // --- client registration (tenant admin) ---
@@ -143,6 +171,44 @@ export function authRouter(deps: AuthDeps, servers: AuthServers): express.Router
   router.get('/admin/users', admin, async (req, res, next) => {
     try {
       res.json((await listUsers(db, req.params.tenant)).map(publicUser));
+    } catch (e) {
+      next(e);
+    }
+  });
+
+  // --- the practice's external identity provider (tenant admin); the secret is never returned ---
+  router.get('/admin/federation', admin, async (req, res, next) => {
+    try {
+      const t = await tenants.get(req.params.tenant);
+      const f = t?.settings.federation;
+      if (!f) return jsonError(res, 404, 'not_found', 'no identity provider is configured');
+      res.setHeader('Cache-Control', 'no-store');
+      res.json(publicFederation(f));
+    } catch (e) {
+      next(e);
+    }
+  });
+  router.put('/admin/federation', json, admin, async (req, res, next) => {
+    try {
+      tenants.invalidate(req.params.tenant);
+      const previous = (await tenants.get(req.params.tenant))?.settings.federation;
+      const f = validateFederation(req.body, previous, { allowHttpLoopback: isLocalDevelopment(config.publicUrl) });
+      await setFederation(db, req.params.tenant, f);
+      tenants.invalidate(req.params.tenant);
+      servers.federation.forget(req.params.tenant);
+      res.setHeader('Cache-Control', 'no-store');
+      res.json(publicFederation(f));
+    } catch (e) {
+      if (e instanceof FederationConfigError) return jsonError(res, 400, 'invalid_request', e.message);
+      next(e);
+    }
+  });
+  router.delete('/admin/federation', admin, async (req, res, next) => {
+    try {
+      await setFederation(db, req.params.tenant, undefined);
+      tenants.invalidate(req.params.tenant);
+      servers.federation.forget(req.params.tenant);
+      res.status(204).end();
     } catch (e) {
       next(e);
     }
@@ -212,15 +278,8 @@ export function authRouter(deps: AuthDeps, servers: AuthServers): express.Router
     res.json({ color_background: '#f7f7f7', color_highlight: '#2a6f97', color_modal_backdrop: '', color_success: '#2e7d32', color_error: '#b00020', dim_border_radius: '6px', dim_font_size_regular: '14px', dim_spacing_size: '16px', font_family_body: 'system-ui, sans-serif', font_family_heading: 'system-ui, sans-serif' });
   });
 
-  // Demo only: the messages that would have been emailed (no SMTP_URL).
-  router.get('/outbox', (req: Request<any>, res: Response) => {
-    if (!config.demo || config.smtpUrl) return jsonError(res, 404, 'not_found', 'the outbox exists only in DEMO mode without SMTP_URL');
-    const mails = outboxFor(req.params.tenant);
-    res.setHeader('Cache-Control', 'no-store');
-    res.type('html').send(page('Demo outbox', mails.length
-      ? mails.map((m) => `<fieldset><legend>${esc(m.at)} to ${esc(m.to)}: ${esc(m.subject)}</legend><pre style="white-space:pre-wrap">${esc(m.text)}</pre></fieldset>`).join('')
-      : '<p>No messages yet.</p>'));
-  });
+  // The demo outbox moved to /outbox/{tenant} (server/mail/outbox-page.ts), which shows every message.
+  router.get('/outbox', (req: Request<any>, res: Response) => res.redirect(302, `/outbox/${req.params.tenant}`));
 
   // oidc-provider: SMART's `aud` is the resource indicator; offline_access needs prompt=consent there.
   const form = express.urlencoded({ extended: false, limit: '64kb' });
@@ -271,6 +330,7 @@ export function operatorRouter(config: Config, db: Knex, tenants: TenantDirector
       if (!b.adminEmail) return jsonError(res, 400, 'invalid_request', 'adminEmail is required');
       const out = await createTenantWithAdmin(db, { slug: b.slug, name: String(b.name ?? b.slug), adminEmail: String(b.adminEmail), adminPassword: b.adminPassword });
       tenants.invalidate(b.slug);
+      emitAuthEvent({ type: 'admin-action', tenant: b.slug, outcome: 'success', userId: 'operator', ip: req.ip, reason: `POST /admin/tenants (operator API): ${out.created ? 'tenant created' : 'tenant exists'}, admin user ${out.admin.id}` });
       res.status(out.created ? 201 : 200).json(out);
     } catch (e) {
       if (e instanceof Error && /password|email/.test(e.message)) return jsonError(res, 400, 'invalid_request', e.message);

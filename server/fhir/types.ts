@@ -63,6 +63,40 @@ export interface TenantSettings {
   slotHorizonDays?: number;
   /** Scheduling: the practice's phone number, named in the "book at least ... in advance" message. */
   practicePhone?: string;
-  /** Scheduling: IANA time zone of hours that do not name their own (default UTC). */
+  /** The practice's IANA time zone (quiet hours; messages to patients without a zone of their own; practitioners' hours without a zone of their own). Default UTC. */
   timeZone?: string;
+  /** Appointment reminders, minutes before the start (default [2880, 120]: 48 h and 2 h; [] = none). */
+  reminderOffsetsMinutes?: number[];
+  /** No reminders in this daily window, practice time (e.g. {start: '21:00', end: '08:00'}); see docs/jobs.md. */
+  quietHours?: { start: string; end: string } | null;
+  /** The cancellation policy quoted in booking confirmations. */
+  cancellationPolicy?: string;
+  /** How patients appear in practitioners' calendar feeds (default initials). */
+  calendarPatientNames?: 'initials' | 'full' | 'none';
+  /** Optional sign-in through an external OpenID Connect identity provider (server/auth/federation.ts). */
+  federation?: FederationSettings;
+}
+
+/**
+ * The practice's external OpenID Connect identity provider (e.g. Auth0, Entra ID, Keycloak).
+ * Kept in the tenant row, never shown to FHIR clients; the admin API never returns the secret.
+ */
+export interface FederationSettings {
+  /** Issuer URL (https; http on localhost only while PUBLIC_URL is http on localhost too). */
+  issuer: string;
+  clientId: string;
+  /** As given to validateFederation; setFederation stores it only as clientSecretSealed. */
+  clientSecret?: string;
+  /** The client secret encrypted with the tenant's data key (crypto/at-rest.ts sealSecret). */
+  clientSecretSealed?: string;
+  /** Scopes asked of the IdP (default "openid email"; must contain openid). */
+  scopes?: string;
+  /** Button text: "Sign in with {label}". */
+  label?: string;
+  /** Roles that may sign in this way (default the staff roles). */
+  roles?: string[];
+  /** Accept an IdP email only when `email_verified` is true (default true). */
+  requireEmailVerified?: boolean;
+  /** Take the IdP's `amr` (mfa/otp) as the staff second factor instead of our TOTP (default true). */
+  acceptIdpMfa?: boolean;
 }

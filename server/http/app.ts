@@ -16,12 +16,19 @@ import helmet from 'helmet';
 import cors, { CorsRequest } from 'cors';
 import { RateLimits } from './rate-limit';
 import { AuthServers, authRouter, operatorRouter } from '../auth/router';
+import { configureEncryption } from '../crypto/keyring';
+import { createJobs, Jobs, JobsOptions } from '../jobs';
+import type { Clock } from '../jobs/outbox';
+import { calendarRouter } from '../calendar/feed';
+import { outboxRouter } from '../mail/outbox-page';
 
 export interface AppDeps {
   config: Config;
   db: Knex;
   /** Optional readiness probe for Redis (added when REDIS_URL is configured). */
   redisPing?: () => Promise<void>;
+  /** Background jobs: options and clock of the runner (tests); started unless JOB_RUNNER=off. */
+  jobs?: JobsOptions & { clock?: Clock };
 }
 
 /**
@@ -58,8 +65,10 @@ export function createApp(deps: AppDeps): {
   audit: AuditTrail;
   limits: RateLimits;
   authServers: AuthServers;
+  jobs: Jobs;
 } {
   const { config, db } = deps;
+  configureEncryption(config);
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
@@ -153,6 +162,11 @@ export function createApp(deps: AppDeps): {
   const authServers = new AuthServers(authDeps);
   app.use('/auth/:tenant', authRouter(authDeps, authServers));
   app.use('/admin', operatorRouter(config, db, tenants));
+  app.use('/calendar', calendarRouter({ config, db, tenants, audit }));
+  app.use('/outbox', outboxRouter(config));
+  // Outbox relay / in-process runner (server/jobs): stopped by jobs.close().
+  const jobs = createJobs({ config, db, tenants, clock: deps.jobs?.clock }, deps.jobs ?? {});
+  if (config.jobRunner !== 'off') jobs.start();
 
   app.use(express.static(path.resolve(__dirname, '../../web/public'), { index: 'index.html' }));
 
@@ -165,5 +179,5 @@ export function createApp(deps: AppDeps): {
       }),
     );
   });
-  return { app, tenants, audit, limits, authServers };
+  return { app, tenants, audit, limits, authServers, jobs };
 }

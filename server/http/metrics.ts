@@ -1,4 +1,4 @@
-/** Prometheus metrics: request count and latency by route and status, DB pool usage. */
+/** Prometheus metrics: request count and latency by route and status, DB pool usage, job runs. */
 import client from 'prom-client';
 import type { Knex } from 'knex';
 
@@ -17,6 +17,13 @@ export const httpDuration = new client.Histogram({
   help: 'HTTP request latency by method, route template and status',
   labelNames: ['method', 'route', 'status'],
   buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+  registers: [registry],
+});
+
+export const jobRuns = new client.Counter({
+  name: 'jobs_runs_total',
+  help: 'Background job runs by kind and outcome (done, skipped, retry, failed)',
+  labelNames: ['kind', 'outcome'],
   registers: [registry],
 });
 

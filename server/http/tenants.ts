@@ -1,5 +1,6 @@
 /** Known tenants and their settings, cached briefly (tenant rows are RLS-guarded like all data). */
 import type { Knex } from 'knex';
+import { ensureTenantKeys } from '../crypto/keyring';
 import { inTenant } from '../db/tenant-tx';
 import type { TenantSettings } from '../fhir/types';
 
@@ -45,6 +46,7 @@ export async function ensureTenant(db: Knex, id: string, name: string, settings:
       JSON.stringify(settings),
     ]),
   );
+  await ensureTenantKeys(db, id);
 }
 
 export async function setTenantSettings(db: Knex, id: string, settings: TenantSettings): Promise<void> {

@@ -7,6 +7,7 @@ import { registry } from '../../resources';
 import type { Tx } from '../db/tenant-tx';
 import { badRequest } from '../fhir/errors';
 import type { QueryInput } from './params';
+import { openRows } from '../crypto/at-rest';
 
 export interface IncludedResource {
   type: string;
@@ -121,7 +122,8 @@ async function fetchResources(tx: Tx, refs: Ref[]): Promise<IncludedResource[]> 
        JOIN resources r ON r.tenant_id = ? AND r.res_type = w.t AND r.id = w.i AND r.deleted = false`,
     [refs.map((x) => x.type), refs.map((x) => x.id), tx.tenant],
   );
-  return (r.rows as Array<{ res_type: string; id: string; json: string }>).map((x) => ({ type: x.res_type, id: x.id, json: x.json }));
+  const rows = (r.rows as Array<{ res_type: string; id: string; json: string }>).map((x) => ({ type: x.res_type, id: x.id, json: x.json }));
+  return openRows(tx, rows, (x) => x.type, (x) => x.id);
 }
 
 /** Resolves the include specs against the page of matches. */

@@ -13,6 +13,8 @@ import { MAX_DATE, MIN_DATE, parseFhirDate } from './fhir-date';
 import { normalizeString } from './normalize';
 import { compileComponent, compileItems, compilePath } from './path-extract';
 import { DATE_SPAN_MS } from './date-span';
+import type { BlindIndex } from '../crypto/blind-index';
+import { isEncryptedSystem } from '../crypto/policy';
 
 export const INDEX_TABLES = [
   'idx_string', 'idx_token', 'idx_date', 'idx_number', 'idx_quantity', 'idx_reference', 'idx_uri', 'idx_composite',
@@ -131,6 +133,7 @@ type TypeCoding = { system: string | null; code: string | null };
 function tokenRows(
   v: unknown,
   push: (system: string | null, code: string | null, display?: string | null, type?: TypeCoding) => void,
+  blind?: BlindIndex,
 ): void {
   if (typeof v === 'string') push(null, v);
   else if (typeof v === 'boolean' || typeof v === 'number') push(null, String(v));
@@ -146,9 +149,11 @@ function tokenRows(
       const display = isObj(v.type) && typeof v.type.text === 'string' ? v.type.text : null;
       // Identifier.type: one row per type coding, so that :of-type matches type and value together.
       const types = isObj(v.type) && Array.isArray(v.type.coding) ? (v.type.coding as unknown[]).filter(isObj) : [];
-      if (!types.length) push((v.system as string) ?? null, v.value, display);
+      // an encrypted identifier (crypto/policy.ts) is indexed by its blind hash, never in clear
+      const value = blind && isEncryptedSystem(v.system) ? blind(v.value, v.system) : v.value;
+      if (!types.length) push((v.system as string) ?? null, value, display);
       for (const t of types) {
-        push((v.system as string) ?? null, v.value, display, { system: (t.system as string) ?? null, code: (t.code as string) ?? null });
+        push((v.system as string) ?? null, value, display, { system: (t.system as string) ?? null, code: (t.code as string) ?? null });
       }
     } else if ('code' in v || 'system' in v) {
       push((v.system as string) ?? null, (v.code as string) ?? null, (v.display as string) ?? null);
@@ -235,7 +240,7 @@ function spanClass(lo: Date, hi: Date): number {
   return k < 0 ? DATE_SPAN_MS.length : k;
 }
 
-export function extractIndexRows(resource: Resource, opts: { baseUrl?: string } = {}): IndexRows {
+export function extractIndexRows(resource: Resource, opts: { baseUrl?: string; blind?: BlindIndex } = {}): IndexRows {
   const rows: IndexRows = {};
   const type = resource.resourceType;
   const sink = new RowSink();
@@ -271,6 +276,7 @@ export function extractIndexRows(resource: Resource, opts: { baseUrl?: string } 
                 display: display ? normalizeString(display) : null,
                 ...(t ? { type_system: t.system, type_code: t.code } : {}),
               }),
+              opts.blind,
             );
             break;
           case 'date': {
@@ -305,7 +311,8 @@ export function extractIndexRows(resource: Resource, opts: { baseUrl?: string } 
             if (isObj(v) && isObj(v.identifier)) {
               // Reference.identifier (with or without a literal reference): searchable through :identifier
               const idf = v.identifier as Obj;
-              add({ target_type: null, target_id: null, url: `identifier:${idf.system ?? ''}|${idf.value ?? ''}` });
+              const value = opts.blind && isEncryptedSystem(idf.system) && typeof idf.value === 'string' ? opts.blind(idf.value, idf.system) : (idf.value ?? '');
+              add({ target_type: null, target_id: null, url: `identifier:${idf.system ?? ''}|${value}` });
             }
             if (!ref) break;
             if (ref.startsWith('#')) break; // contained
@@ -322,7 +329,7 @@ export function extractIndexRows(resource: Resource, opts: { baseUrl?: string } 
     }
     if (!list.length) delete rows[table];
   }
-  const composite = compositeRows(resource, opts.baseUrl);
+  const composite = compositeRows(resource, opts.baseUrl, opts.blind);
   if (composite.length) rows.idx_composite = composite;
   return rows;
 }
@@ -376,14 +383,18 @@ type Slot = { system?: string | null; code?: string | null; text?: string | null
 const numOrNull = (v: unknown) => (isObj(v) && typeof v.value === 'number' ? v.value : null);
 
 /** The values one component takes on one item, as slot column values. */
-function componentSlots(type: SearchParamType, values: unknown[], baseUrl?: string): Slot[] {
+function componentSlots(type: SearchParamType, values: unknown[], baseUrl?: string, blind?: BlindIndex): Slot[] {
   const out: Slot[] = [];
   for (const v of values) {
     switch (type) {
       case 'token':
-        tokenRows(v, (system, code) => {
-          if (code !== null) out.push({ system, code });
-        });
+        tokenRows(
+          v,
+          (system, code) => {
+            if (code !== null) out.push({ system, code });
+          },
+          blind,
+        );
         break;
       case 'quantity':
         if (isObj(v) && typeof v.value === 'number') {
@@ -427,7 +438,7 @@ function componentSlots(type: SearchParamType, values: unknown[], baseUrl?: stri
 /** Rows per item and composite: every combination of its components' values (bounded). */
 const MAX_ROWS_PER_ITEM = 64;
 
-function compositeRows(resource: Resource, baseUrl?: string): Row[] {
+function compositeRows(resource: Resource, baseUrl?: string, blind?: BlindIndex): Row[] {
   const out: Row[] = [];
   for (const { def, items, components } of compiledComposites(resource.resourceType)) {
     let list: unknown[];
@@ -446,7 +457,7 @@ function compositeRows(resource: Resource, baseUrl?: string): Row[] {
         } catch {
           values = [];
         }
-        slots.push(componentSlots(c.type, values, baseUrl));
+        slots.push(componentSlots(c.type, values, baseUrl, blind));
       }
       if (slots.some((s) => !s.length)) continue; // the item lacks a component: it can never match
       let combos: Row[] = [{ param: def.code }];

@@ -11,6 +11,8 @@ import { Clause, Prefix, splitDollarRaw, splitPipe, splitPrefix, unescapeValue }
 import { compositeComponents } from './composite';
 import { DATE_SPAN_MS } from './date-span';
 import type { ValueSetResolver } from './valuesets';
+import { codeCandidates, type BlindIndex } from '../crypto/blind-index';
+import { isEncryptedSystem } from '../crypto/policy';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const r4Model: { path2Type: Record<string, string> } = require('fhirpath/fhir-context/r4');
 
@@ -35,6 +37,8 @@ const DRIVER_RANK: Record<string, number> = {
 export interface ClauseContext {
   /** Value sets for token :in / :not-in (resolved in a pre-pass, see valuesets.ts). */
   valueSets?: ValueSetResolver;
+  /** The tenant's blind index: encrypted identifiers are indexed by it (crypto/blind-index.ts). */
+  blind?: BlindIndex;
 }
 
 const likeEscape = (s: string) => s.replace(/[\\%_]/g, (c) => '\\' + c);
@@ -295,7 +299,14 @@ function inValueSet(clause: Clause, ref: string, ctx: ClauseContext): SqlFragmen
 }
 
 /** Whether a token parameter's expression reaches an Identifier (where :of-type applies). */
+const identifierParams = new WeakMap<SearchParamDef, boolean>();
 function isIdentifierParam(def: SearchParamDef): boolean {
+  let known = identifierParams.get(def);
+  if (known === undefined) identifierParams.set(def, (known = reachesIdentifier(def)));
+  return known;
+}
+
+function reachesIdentifier(def: SearchParamDef): boolean {
   return (def.expression ?? '').split('|').some((branch) => {
     const path = branch.trim().replace(/^\(+|\)+$/g, '').replace(/\.where\(.*\)$/, '').trim();
     return r4Model.path2Type[path] === 'Identifier';
@@ -316,14 +327,19 @@ function tokenClause(def: SearchParamDef, clause: Clause, ctx: ClauseContext): S
       if (!typeSystem || !typeCode || !value || extra.length) {
         throw badRequest(`:of-type takes typeSystem|typeCode|value (all three), not "${v}"`, [clause.raw]);
       }
-      return { sql: `i.type_system = ? AND i.type_code = ? AND i.code = ?`, bindings: [typeSystem, typeCode, value] };
+      return { sql: `i.type_system = ? AND i.type_code = ? AND i.code = ANY(?::text[])`, bindings: [typeSystem, typeCode, codeCandidates(ctx.blind, value)] };
     }
     if (mod === 'text') return normalizeString(v) ? { sql: `i.display LIKE ?`, bindings: [likeEscape(normalizeString(v)) + '%'] } : { sql: 'false', bindings: [] };
     const pipe = splitPipe(raw);
-    if (pipe.length === 1) return { sql: `i.code = ?`, bindings: [v] };
+    if (pipe.length === 1) {
+      // on an Identifier parameter the value may be an encrypted identifier's: match its blind hash too
+      if (ctx.blind && isIdentifierParam(def)) return { sql: `i.code = ANY(?::text[])`, bindings: [codeCandidates(ctx.blind, v)] };
+      return { sql: `i.code = ?`, bindings: [v] };
+    }
     const [system, code] = pipe;
     if (system === '') return { sql: `i.system IS NULL AND i.code = ?`, bindings: [code] };
     if (code === '' || code === undefined) return { sql: `i.system = ?`, bindings: [system] };
+    if (ctx.blind && isEncryptedSystem(system)) return { sql: `i.system = ? AND i.code = ?`, bindings: [system, ctx.blind(code, system)] };
     return { sql: `i.system = ? AND i.code = ?`, bindings: [system, code] };
   });
   const f = orJoin(parts);
@@ -397,7 +413,7 @@ function quantityClause(def: SearchParamDef, clause: Clause): SqlFragment {
   return exists('idx_quantity', def.code, f.sql, f.bindings);
 }
 
-function referenceClause(def: SearchParamDef, clause: Clause, baseUrl: string): SqlFragment {
+function referenceClause(def: SearchParamDef, clause: Clause, baseUrl: string, ctx: ClauseContext): SqlFragment {
   const mod = clause.modifier;
   const parts = clause.values.map((v, k): SqlFragment => {
     if (mod === 'identifier') {
@@ -406,7 +422,8 @@ function referenceClause(def: SearchParamDef, clause: Clause, baseUrl: string): 
       if (pipe.length === 1) return { sql: `i.url LIKE ?`, bindings: [`identifier:%|${likeEscape(v)}`] };
       const [system, value] = pipe;
       if (system !== '' && value === '') return { sql: `i.url LIKE ?`, bindings: [`identifier:${likeEscape(system)}|%`] };
-      return { sql: `i.url = ?`, bindings: [`identifier:${system}|${value}`] };
+      const indexed = ctx.blind && isEncryptedSystem(system) ? ctx.blind(value, system) : value;
+      return { sql: `i.url = ?`, bindings: [`identifier:${system}|${indexed}`] };
     }
     let ref = v;
     if (ref.startsWith(baseUrl + '/')) ref = ref.slice(baseUrl.length + 1);
@@ -466,7 +483,7 @@ export function clauseSql(def: SearchParamDef, clause: Clause, baseUrl: string, 
     case 'quantity':
       return quantityClause(def, clause);
     case 'reference':
-      return referenceClause(def, clause, baseUrl);
+      return referenceClause(def, clause, baseUrl, ctx);
     case 'uri':
       return uriClause(def, clause);
     case 'composite':

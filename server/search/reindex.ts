@@ -10,6 +10,8 @@ import { registry } from '../../resources';
 import type { Database } from '../db/connection';
 import { inTenant } from '../db/tenant-tx';
 import { bulkIndexSql, extractIndexRows } from './indexer';
+import { blindIndexOf, openRows } from '../crypto/at-rest';
+import { mayHoldSecrets } from '../crypto/policy';
 
 export interface ReindexProgress {
   tenant: string;
@@ -109,11 +111,13 @@ export async function reindex(db: Database, opts: ReindexOptions = {}): Promise<
             )
           ).rows as Array<{ res_type: string; id: string; deleted: boolean; json: string | null }>;
           if (rows.length) {
+            await openRows(tx, rows, (r) => r.res_type, (r) => r.id);
+            const blind = rows.some((r) => r.json && mayHoldSecrets(r.res_type, r.json)) ? await blindIndexOf(tx) : undefined;
             const entries = rows.map((r) => ({
               type: r.res_type,
               id: r.id,
               // a deleted resource has no index rows: only delete
-              rows: r.deleted || !r.json ? null : extractIndexRows(JSON.parse(r.json) as Resource, { baseUrl }),
+              rows: r.deleted || !r.json ? null : extractIndexRows(JSON.parse(r.json) as Resource, { baseUrl, blind }),
             }));
             const { sql, bindings } = bulkIndexSql(tenant, entries);
             await tx.raw(sql, bindings);

@@ -4,12 +4,13 @@ import { registry, SearchParamDef } from '../../resources';
 import type { Tx } from '../db/tenant-tx';
 import { badRequest, FhirError, notFound } from '../fhir/errors';
 import { Clause, parseClause, QueryInput } from './params';
-import { sameRowDateClauses, SqlFragment } from './query';
+import { sameRowDateClauses, SqlFragment, type ClauseContext } from './query';
 import { singleValued } from './cardinality';
 import { condition, UnknownParameter } from './conditions';
 import { parseIncludes, resolveIncludes } from './include';
 import { afterCursor, orderBy, parseSort } from './sort';
 import { ValueSetResolver } from './valuesets';
+import { blindIndexOf, openRows } from '../crypto/at-rest';
 
 /** Parameters that shape the result rather than select resources. */
 export const CONTROL_PARAMS = new Set([
@@ -76,7 +77,7 @@ export function parseCount(raw: string | undefined, def: number, max: number): n
 /** Parameters a system-level search (across types) understands: the ones every resource has. */
 const SYSTEM_PARAMS = new Set(['_id', '_lastUpdated', '_tag', '_profile', '_security', '_source']);
 
-export function buildConditions(type: string, params: QueryInput, baseUrl: string, strict: boolean, system = false, valueSets?: ValueSetResolver) {
+export function buildConditions(type: string, params: QueryInput, baseUrl: string, strict: boolean, system = false, ctx: ClauseContext = {}) {
   const def = registry.get(type);
   if (!def) throw notFound(`Resource type "${type}" is not supported`);
   const conds: SqlFragment[] = [];
@@ -99,7 +100,7 @@ export function buildConditions(type: string, params: QueryInput, baseUrl: strin
       if (system && !SYSTEM_PARAMS.has(name)) {
         throw new UnknownParameter(`"${name}" cannot be used in a search across types (use ${[...SYSTEM_PARAMS].join(', ')})`);
       }
-      conds.push(condition(type, key, value, baseUrl, 0, { valueSets }));
+      conds.push(condition(type, key, value, baseUrl, 0, ctx));
       applied.push([key, value]);
     } catch (e) {
       if (!(e instanceof UnknownParameter)) throw e;
@@ -175,10 +176,11 @@ function sameRowDateGroups(type: string, params: QueryInput, system: boolean) {
  */
 export async function resolveConditions(tx: Tx, type: string, params: QueryInput, baseUrl: string, strict: boolean, system = false) {
   const valueSets = new ValueSetResolver();
-  const built = buildConditions(type, params, baseUrl, strict, system, valueSets);
+  const ctx: ClauseContext = { valueSets, blind: await blindIndexOf(tx) };
+  const built = buildConditions(type, params, baseUrl, strict, system, ctx);
   if (!valueSets.pending) return built;
   await valueSets.load(tx, baseUrl);
-  return buildConditions(type, params, baseUrl, strict, system, valueSets);
+  return buildConditions(type, params, baseUrl, strict, system, ctx);
 }
 
 export async function search(tx: Tx, req: SearchRequest): Promise<SearchResult> {
@@ -253,7 +255,7 @@ export async function search(tx: Tx, req: SearchRequest): Promise<SearchResult> 
   );
   const list = rows.rows as Array<Record<string, string>>;
   if (windowTotal) total = list.length ? Number(list[0].total) : 0;
-  const matches = list.slice(0, count).map((r) => ({ type: r.res_type, id: r.id, json: r.json }));
+  const matches = await openRows(tx, list.slice(0, count).map((r) => ({ type: r.res_type, id: r.id, json: r.json })), (m) => m.type, (m) => m.id);
   let nextCursor: string | undefined;
   if (list.length > count) {
     const last = list[count - 1];

@@ -5,6 +5,7 @@
 import type { Knex } from 'knex';
 import { singleStatement } from '../db/single-statement';
 import type { StoredVersion } from './resource-store';
+import { openStoredIn } from '../crypto/at-rest';
 
 export async function fastRead(db: Knex, tenant: string, type: string, id: string): Promise<StoredVersion | undefined> {
   const { rows } = await singleStatement(
@@ -21,6 +22,6 @@ export async function fastRead(db: Knex, tenant: string, type: string, id: strin
     version: r.version,
     lastUpdated: r.last_updated instanceof Date ? r.last_updated : new Date(r.last_updated),
     deleted: r.deleted,
-    json: r.content_json,
+    json: await openStoredIn(db, tenant, type, id, r.content_json),
   };
 }

@@ -2,6 +2,7 @@
 import type { Tx } from '../db/tenant-tx';
 import { badRequest } from '../fhir/errors';
 import { parseFhirDate } from '../search/fhir-date';
+import { openRows } from '../crypto/at-rest';
 
 export interface HistoryEntry {
   seq: number;
@@ -69,7 +70,7 @@ export async function history(tx: Tx, q: HistoryQuery): Promise<{ entries: Histo
     method: r.method as string,
     json: r.json as string | null,
   }));
-  const entries = list.slice(0, q.count);
+  const entries = await openRows(tx, list.slice(0, q.count), (e) => e.type, (e) => e.id);
   const next = list.length > q.count ? String(entries[entries.length - 1].seq) : undefined;
   let total: number | undefined;
   if (q.id || q.before === undefined) {

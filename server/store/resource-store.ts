@@ -9,6 +9,7 @@ import { singleStatement } from '../db/single-statement';
 import type { Tx } from '../db/tenant-tx';
 import { FhirError, gone, notFound, preconditionFailed } from '../fhir/errors';
 import { bulkInsertCtes, extractIndexRows, IndexTable, indexCtes } from '../search/indexer';
+import { openStored, sealForStorage, sealForStorageIn, type Sealed } from '../crypto/at-rest';
 
 export interface StoredVersion {
   type: string;
@@ -81,7 +82,9 @@ export class ResourceStore {
       [tx.tenant, type, id],
     );
     const r = rows.rows[0] as Row | undefined;
-    return r ? toStored(r) : undefined;
+    if (!r) return undefined;
+    r.json = await openStored(tx, type, id, r.json);
+    return toStored(r);
   }
 
   /** Read that maps "unknown" to 404 and "deleted" to 410. */
@@ -99,7 +102,9 @@ export class ResourceStore {
       [tx.tenant, type, id, version],
     );
     const r = rows.rows[0] as Row | undefined;
-    return r ? toStored(r) : undefined;
+    if (!r) return undefined;
+    r.json = await openStored(tx, type, id, r.json);
+    return toStored(r);
   }
 
   private async lockCurrent(tx: Tx, type: string, id: string): Promise<StoredVersion | undefined> {
@@ -124,14 +129,14 @@ export class ResourceStore {
   ): Promise<Resource> {
     const type = resource.resourceType;
     const stored = stamp(resource, id, version, at);
-    const json = JSON.stringify(stored);
+    const { json, blind } = await sealForStorage(tx, stored, JSON.stringify(stored));
     const current = isNew
       ? `INSERT INTO resources (tenant_id, res_type, id, version, last_updated, deleted, content)
            VALUES (?, ?, ?, ?, ?, false, ?::json)`
       : `UPDATE resources SET version = ?, last_updated = ?, deleted = false, content = ?::json
            WHERE tenant_id = ? AND res_type = ? AND id = ?`;
     const currentBindings = isNew ? [tx.tenant, type, id, version, at, json] : [version, at, json, tx.tenant, type, id];
-    const idx = indexCtes(tx.tenant, type, id, extractIndexRows(stored, { baseUrl }), !isNew);
+    const idx = indexCtes(tx.tenant, type, id, extractIndexRows(stored, { baseUrl, blind }), !isNew);
     await tx.raw(
       `WITH cur AS (${current}),
        hist AS (INSERT INTO resource_history (tenant_id, res_type, id, version, last_updated, deleted, method, content)
@@ -158,13 +163,14 @@ export class ResourceStore {
     const id = randomUUID();
     const at = nextTimestamp();
     const stored = stamp(resource, id, 1, at);
-    const index = extractIndexRows(stored, { baseUrl: opts.baseUrl });
+    const { json, blind } = await sealForStorageIn(db, tenant, stored, JSON.stringify(stored));
+    const index = extractIndexRows(stored, { baseUrl: opts.baseUrl, blind });
     await singleStatement(db, 'fhir_create', 'SELECT fhir_create($1, $2, $3, $4, $5, $6)', [
       tenant,
       stored.resourceType,
       id,
       at,
-      JSON.stringify(stored),
+      json,
       JSON.stringify(index),
     ]);
     return result(stored, 1, at, true);
@@ -178,9 +184,11 @@ export class ResourceStore {
     if (!items.length) return [];
     const at = nextTimestamp();
     const stored = items.map((i) => stamp(i.resource, i.id, 1, at));
+    const sealed: Sealed[] = [];
+    for (const r of stored) sealed.push(await sealForStorage(tx, r, JSON.stringify(r)));
     const rowsByTable: Partial<Record<IndexTable, Array<Record<string, unknown>>>> = {};
-    for (const r of stored) {
-      const rows = extractIndexRows(r, { baseUrl: opts.baseUrl });
+    for (const [k, r] of stored.entries()) {
+      const rows = extractIndexRows(r, { baseUrl: opts.baseUrl, blind: sealed[k].blind });
       for (const [table, list] of Object.entries(rows) as Array<[IndexTable, Array<Record<string, unknown>>]>) {
         const out = (rowsByTable[table] ??= []);
         for (const row of list) out.push({ ...row, res_type: r.resourceType, res_id: r.id });
@@ -189,7 +197,7 @@ export class ResourceStore {
     const idx = bulkInsertCtes(tx.tenant, rowsByTable);
     // One JSON document for all of them: parsed once by Postgres, and each `c` (type json) is the
     // resource's text exactly as serialised here (no text[] escaping, no second json parse).
-    const src = '[' + stored.map((r) => `{"t":${JSON.stringify(r.resourceType)},"id":${JSON.stringify(r.id)},"c":${JSON.stringify(r)}}`).join(',') + ']';
+    const src = '[' + stored.map((r, k) => `{"t":${JSON.stringify(r.resourceType)},"id":${JSON.stringify(r.id)},"c":${sealed[k].json}}`).join(',') + ']';
     await tx.raw(
       `WITH src AS (SELECT * FROM json_to_recordset(?::json) AS s(t text, id text, c json)),
        cur AS (INSERT INTO resources (tenant_id, res_type, id, version, last_updated, deleted, content)
@@ -268,6 +276,7 @@ export class ResourceStore {
     );
     const last = rows.rows[0] as { json: string } | undefined;
     if (!last) throw FhirError.of(409, 'conflict', `${type}/${id} has no earlier live version to restore`);
+    last.json = await openStored(tx, type, id, last.json);
     const version = current.version + 1;
     const at = nextTimestamp(current.lastUpdated);
     const stored = await this.writeVersion(tx, JSON.parse(last.json), id, version, at, 'PUT', false, opts.baseUrl);

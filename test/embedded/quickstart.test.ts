@@ -223,3 +223,19 @@ test('the demo users printed in the banner sign in through the portal (SMART, PK
   expect(t2.status).toBe(200);
   expect(t2.body.patient).toBeTruthy();
 });
+
+test('the demo outbox and a practitioner\'s calendar feed work on the embedded database', async () => {
+  const origin = new URL(base).origin;
+  expect(output).toContain(`${origin}/outbox/demo`);
+  expect(output).toMatch(/Jobs:\s+in-process runner/);
+  expect((await fetch(`${origin}/outbox/demo`)).status).toBe(200);
+  const prac = await (await api(`${base}/Practitioner?_count=1`)).json();
+  const id = prac.entry[0].resource.id;
+  const issued = await api(`${base}/Practitioner/${id}/$calendar-token`, { method: 'POST', headers: { 'Content-Type': 'application/fhir+json' }, body: JSON.stringify({ resourceType: 'Parameters' }) });
+  expect(issued.status).toBe(200);
+  const url = (await issued.json()).parameter.find((p: { name: string }) => p.name === 'url').valueUrl;
+  const feed = await fetch(url);
+  expect(feed.status).toBe(200);
+  expect(feed.headers.get('content-type')).toBe('text/calendar; charset=utf-8');
+  expect(await feed.text()).toMatch(/^BEGIN:VCALENDAR\r\nVERSION:2\.0\r\n/);
+});

@@ -15,9 +15,16 @@ import { TEST_DATABASE_URL } from './db-url';
 import type { AuditTrail } from '../../server/audit/trail';
 import { loadSigningKey, newSigningKeyJson } from '../../server/auth/keys';
 import { issueAccessToken, IssueInput } from '../../server/auth/tokens';
+import type { Jobs } from '../../server/jobs';
+import type { AppDeps } from '../../server/http/app';
+import type { TenantDirectory } from '../../server/http/tenants';
 
 /** One signing key for the whole test process (as a deployment has one). */
 const SIGNING_KEY = newSigningKeyJson();
+/** The master key of encryption at rest in tests: a constant, since the test database outlives a run. */
+export const TEST_MASTER_KEY = Buffer.alloc(32, 7).toString('base64');
+// The CLIs the tests start (tenant, reindex, audit:verify, keys:rotate) inherit it.
+process.env.MASTER_KEY = TEST_MASTER_KEY;
 
 export interface TestServer {
   config: Config;
@@ -42,16 +49,21 @@ export interface TestServer {
   setSettings(settings: TenantSettings, tenant?: string): Promise<void>;
   /** The audit trail writer: `await s.audit.flush()` seals everything recorded so far. */
   audit: AuditTrail;
+  /** The app's job runner (not started: JOB_RUNNER=off unless `env` says otherwise; drive it
+   * with runDue()/drain(), or give `jobs` options with onlyTenants and start it). */
+  jobs: Jobs;
+  tenants: TenantDirectory;
   close(): Promise<void>;
 }
 
 type Methods = 'get' | 'post' | 'put' | 'patch' | 'delete' | 'head' | 'options';
 export type TenantClient = Pick<ReturnType<typeof supertest>, Methods>;
 
-export async function startTestServer(env: Record<string, string> = {}): Promise<TestServer> {
-  const config = loadConfig({ ...process.env, DATABASE_URL: TEST_DATABASE_URL, PORT: '0', SIGNING_KEY, ...env });
+export async function startTestServer(env: Record<string, string> = {}, opts: { jobs?: AppDeps['jobs'] } = {}): Promise<TestServer> {
+  // Test servers share one database: no job runner polls every tenant unless a test asks for it.
+  const config = loadConfig({ ...process.env, DATABASE_URL: TEST_DATABASE_URL, PORT: '0', SIGNING_KEY, MASTER_KEY: TEST_MASTER_KEY, JOB_RUNNER: 'off', ...env });
   const db = await openDatabase(config, { migrate: false });
-  const { app, tenants, audit, limits } = createApp({ config, db: db.app });
+  const { app, tenants, audit, limits, jobs } = createApp({ config, db: db.app, jobs: opts.jobs });
   const server: Server = await new Promise((resolve) => {
     const s = app.listen(0, '127.0.0.1', () => resolve(s));
   });
@@ -101,8 +113,11 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
       tenants.invalidate(t);
     },
     audit,
+    jobs,
+    tenants,
     async close() {
       await new Promise((r) => server.close(r));
+      await jobs.close();
       await audit.close();
       await limits.close();
       await db.close();
