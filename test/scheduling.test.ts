@@ -10,6 +10,7 @@ import {
 } from './helpers/scheduling';
 import { onSchedulingEvent, SchedulingEvent } from '../server/scheduling/events';
 import { inTenant } from '../server/db/tenant-tx';
+import { listJobs } from '../server/jobs/outbox';
 
 let s: TestServer;
 beforeAll(async () => {
@@ -508,6 +509,22 @@ describe('scheduling events', () => {
     } finally {
       off();
     }
+  });
+
+  test('the appointment emails are planned in the transaction of $book, $reschedule and $cancel (outbox rows), not for plain REST writes', async () => {
+    const jobs = (id: string) => inTenant(s.db.app, s.tenant, (tx) => listJobs(tx, `appt:${id}:`));
+    const [a, b, c] = await slotsAhead(200);
+    const booked = await s.http.post(`${s.base}/Appointment/$book`).set('Content-Type', FHIR_JSON).send(bookBody(a, [{ name: 'patient-reference', valueReference: { reference: `Patient/${patientId}` } }]));
+    const id = booked.body.entry[0].resource.id;
+    const kinds = async () => (await jobs(id)).filter((j) => j.state !== 'retracted').map((j) => j.kind);
+    expect(await kinds()).toEqual(expect.arrayContaining(['appointment.confirmation', 'appointment.reminder']));
+    await s.http.post(`${s.base}/Appointment/${id}/$reschedule`).set('Content-Type', FHIR_JSON).send(bookBody(b));
+    expect((await jobs(id)).some((j) => j.key.includes(`:${Date.parse(b.start!)}:`))).toBe(true);
+    await s.http.post(`${s.base}/Appointment/${id}/$cancel`).set('Content-Type', FHIR_JSON).send({ resourceType: 'Parameters', parameter: [{ name: 'reason', valueString: 'test' }] });
+    expect(await kinds()).toContain('appointment.cancellation');
+    const raw = await s.http.post(`${s.base}/Appointment`).set('Content-Type', FHIR_JSON).send({ ...c, status: 'booked', participant: [...c.participant, { actor: { reference: `Patient/${patientId}` }, status: 'accepted' }] });
+    expect(raw.status).toBe(201);
+    expect(await jobs(raw.body.id)).toEqual([]);
   });
 
   test('a throwing handler rolls the booking back: nothing is written, the slot stays free', async () => {

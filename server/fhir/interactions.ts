@@ -548,7 +548,7 @@ async function operation(ctx: TenantContext, req: FhirRequest, op: string, type:
   const def = operationsFor(type, level).find((o) => o.name === name);
   if (!def) throw notFound(`Operation ${op} is not defined at ${level} level for ${type}`);
   if (req.method === 'GET' && def.affectsState) throw notSupported(405, `${op} changes state; invoke it with POST`);
-  if (def.handler) return def.handler(ctx, req, { type, id });
+  if (def.handler) return def.handler({ ...ctx, operation: name }, req, { type, id });
   if (name === 'validate') return validateOp(ctx, req, type, id);
   if (name === 'restore') return restoreOp(ctx, req, type, id!);
   throw notSupported(501, `${op} is not implemented`);

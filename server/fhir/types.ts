@@ -44,6 +44,9 @@ export interface TenantContext {
   tx?: Tx;
   /** The caller's authorization (from the bearer token); absent for internal callers. */
   access?: Access;
+  /** Set while an operation runs (e.g. "book"): lets write hooks and event subscribers tell an
+   * operation's writes from plain REST writes. */
+  operation?: string;
 }
 
 export interface TenantSettings {

@@ -8,6 +8,8 @@ import { store } from '../store/resource-store';
 import { bookOperation, cancelOperation, rescheduleOperation } from './book';
 import { findOperation } from './find';
 import { regenerateAll, regenerateSlots, RegenerateResult } from './slots';
+// the appointment emails follow the operations' bookings (subscribes on import)
+import './notices';
 
 const OD = 'urn:fhir-practice-server:OperationDefinition/';
 
