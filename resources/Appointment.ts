@@ -26,5 +26,6 @@ export default defineResource<Appointment>({
     return appointmentOperations;
   },
   // the booking tables, Slot status and scheduling events, in the writing transaction
+  hookOrder: 1, // after the Slots a Bundle creates with it
   onWrite: (tx, ctx, change) => appointmentWritten(tx, ctx, change.id, change.resource, change.interaction === 'create'),
 });

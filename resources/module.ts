@@ -42,6 +42,10 @@ export interface ResourceModule<R extends Resource = Resource> {
   operations?: ModuleOperation[];
   /** Keeps derived data in step with the type's writes, in the same transaction. */
   onWrite?: WriteHook<R>;
+  /** When several resources are written by one statement (the plain creates of a transaction
+   * Bundle), hooks run by ascending order (default 0), then in entry order: an Appointment (1)
+   * after the Slots it references in the same Bundle. */
+  hookOrder?: number;
 }
 
 export function defineResource<R extends Resource>(m: ResourceModule<R>): ResourceModule<R> {

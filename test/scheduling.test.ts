@@ -326,6 +326,26 @@ describe('no double booking, under any concurrency and on every path', () => {
     expect(await appointmentsOn(slotId)).toBe(1);
   });
 
+  test('one transaction creating a Schedule, its Slot and an Appointment on it (Appointment entry first) books the Slot', async () => {
+    const start = new Date(Date.now() + 10 * 86_400_000);
+    start.setUTCHours(7, 0, 0, 0);
+    const end = new Date(start.getTime() + 3600_000);
+    const tx: Bundle = {
+      resourceType: 'Bundle',
+      type: 'transaction',
+      entry: [
+        { request: { method: 'POST', url: 'Appointment' }, resource: { resourceType: 'Appointment', status: 'booked', start: start.toISOString(), end: end.toISOString(), slot: [{ reference: 'urn:uuid:6b1f0c1e-0000-4000-8000-000000000002' }], participant: [{ actor: { reference: `Patient/${patientId}` }, status: 'accepted' }, { actor: { reference: `Practitioner/${practitionerId}` }, status: 'accepted' }] } },
+        { fullUrl: 'urn:uuid:6b1f0c1e-0000-4000-8000-000000000001', request: { method: 'POST', url: 'Schedule' }, resource: { resourceType: 'Schedule', actor: [{ reference: `Practitioner/${practitionerId}` }] } },
+        { fullUrl: 'urn:uuid:6b1f0c1e-0000-4000-8000-000000000002', request: { method: 'POST', url: 'Slot' }, resource: { resourceType: 'Slot', schedule: { reference: 'urn:uuid:6b1f0c1e-0000-4000-8000-000000000001' }, status: 'free', start: start.toISOString(), end: end.toISOString() } },
+      ],
+    };
+    const r = await s.http.post(s.base).set('Content-Type', FHIR_JSON).send(tx);
+    expect(r.status).toBe(200);
+    const slotId = r.body.entry[2].response.location.split('/')[1];
+    expect((await s.http.get(`${s.base}/Slot/${slotId}`)).body.status).toBe('busy');
+    expect(await appointmentsOn(slotId)).toBe(1);
+  });
+
   test('a Slot that is booked cannot be deleted; a blocked (busy-unavailable) Slot cannot be booked', async () => {
     const a = await slotAt();
     const bookedSlot = (await s.http.get(`${s.base}/Appointment?practitioner=Practitioner/${practitionerId}&status=booked&_count=1`)).body.entry[0].resource.slot[0].reference;

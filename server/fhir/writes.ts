@@ -29,7 +29,12 @@ export const writes = {
 
   async createMany(tx: Tx, ctx: TenantContext, items: Array<{ resource: Resource; id: string }>, opts: WriteOptions = {}): Promise<WriteResult[]> {
     const results = await store.createMany(tx, items, opts);
-    for (const w of results) await runHook(tx, ctx, { type: w.type, id: w.id, interaction: 'create', resource: w.resource });
+    const order = (w: WriteResult) => registry.get(w.type)?.module?.hookOrder ?? 0;
+    const hooked = results.filter((w) => hasWriteHook(w.type));
+    // stable: by hookOrder, then in entry order
+    for (const w of hooked.map((w, i) => ({ w, i })).sort((a, b) => order(a.w) - order(b.w) || a.i - b.i).map((x) => x.w)) {
+      await runHook(tx, ctx, { type: w.type, id: w.id, interaction: 'create', resource: w.resource });
+    }
     return results;
   },
 
