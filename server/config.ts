@@ -20,6 +20,8 @@ export interface Config {
   logLevel: string;
   demo: boolean;
   maxCount: number;
+  /** Longest a search may run in the database, ms (0 = no limit); beyond it: 503 timeout. */
+  searchTimeoutMs: number;
   defaultCount: number;
   dbPoolMax: number;
   /** Private JWK (JSON text) that signs access tokens; see server/auth/keys.ts. */
@@ -77,6 +79,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     logLevel: env.LOG_LEVEL ?? 'info',
     demo: (env.DEMO ?? 'true') !== 'false',
     maxCount: Number(env.MAX_COUNT ?? 1000),
+    searchTimeoutMs: Math.max(0, Number(env.SEARCH_TIMEOUT_MS ?? 15000) || 0),
     defaultCount: Number(env.DEFAULT_COUNT ?? 50),
     dbPoolMax: Number(env.DB_POOL_MAX ?? 10),
     signingKey: env.SIGNING_KEY || undefined,

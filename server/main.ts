@@ -36,6 +36,8 @@ Environment:
   IDEMPOTENCY_TTL_SECONDS  how long Idempotency-Key answers are kept (default 86400)
   DEMO                 create the demo tenant with demo data (default true; DEMO=false to skip)
   LOG_LEVEL            pino level (default info)
+  SEARCH_TIMEOUT_MS    longest a search may run in the database (default 15000; 0 = no limit);
+                       beyond it the answer is 503 with an OperationOutcome (timeout)
   SIGNING_KEY          private EC P-256 JWK (JSON) that signs access tokens; unset = the file
                        SIGNING_KEY_FILE (default DATA_DIR/secrets/signing-key.json), created
                        on first start. Keep it secret: whoever has it can mint tokens.

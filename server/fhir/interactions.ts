@@ -389,6 +389,9 @@ async function searchType(ctx: TenantContext, req: FhirRequest, type?: string): 
   }
   const explicitTypes = !type && !!get(req.query, '_type');
   const res = await run(ctx, async (tx) => {
+    // A search that runs away (an unlucky plan, a huge chain) is stopped and answered 503 (timeout)
+    // rather than holding a connection and a core (SEARCH_TIMEOUT_MS; 0 = no limit).
+    if (ctx.config.searchTimeoutMs > 0) await tx.raw(`SET LOCAL statement_timeout = ${Math.floor(ctx.config.searchTimeoutMs)}`);
     const scope = await searchScope(tx, ctx, type, types, explicitTypes);
     const r = await search(tx, {
       type: type ?? scope.types![0],
