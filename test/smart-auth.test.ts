@@ -355,6 +355,7 @@ describe('TOTP and lockout', () => {
     expect(page.html).toContain('Too many failed sign-ins');
     const locked = await b.submit(page, 'login', { email: 'dr@example.org', password: PW }, REDIRECT);
     expect(locked.status).toBe(429);
+    expect(Number(locked.retryAfter)).toBeGreaterThan(0);
     // another IP is not affected
     const other = browser();
     const totp = await other.submit(await start(other), 'login', { email: 'dr@example.org', password: PW }, REDIRECT);

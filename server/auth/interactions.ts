@@ -59,6 +59,8 @@ export function interactionRouter(deps: InteractionDeps): express.Router {
   const fedCookie = (tenant: string) => `_fed_${tenant}`;
   const html = (res: Response, status: number, title: string, body: string) => {
     res.setHeader('Cache-Control', 'no-store');
+    // locked out: at most the rest of the window (RFC 6585 429 with Retry-After)
+    if (status === 429) res.setHeader('Retry-After', String(LOCKOUT.windowMinutes * 60));
     res.status(status).type('html').send(page(title, body));
   };
   const demoHint = (secret: string) =>

@@ -10,6 +10,7 @@ export interface Page {
   url: string;
   html: string;
   location?: string;
+  retryAfter?: string;
 }
 
 export class Browser {
@@ -35,7 +36,8 @@ export class Browser {
       else this.jar.set(name, value);
     }
     const location = res.headers.get('location') ?? undefined;
-    return { status: res.status, url, html: await res.text(), location: location ? new URL(location, url).href : undefined };
+    const retryAfter = res.headers.get('retry-after') ?? undefined;
+    return { status: res.status, url, html: await res.text(), location: location ? new URL(location, url).href : undefined, ...(retryAfter ? { retryAfter } : {}) };
   }
 
   /** Follows redirects until a page (non-3xx) or a URL starting with `stopAt`. */
