@@ -50,6 +50,8 @@ class PageError extends Error {
     readonly status: number,
     readonly title: string,
     readonly text: string,
+    /** An unknown token: recorded as a security event. */
+    readonly unknownToken = false,
   ) {
     super(title);
   }
@@ -87,7 +89,7 @@ async function load(tx: Tx, ctx: TenantContext, token: string, lock: boolean): P
       sha256(token),
     ])
   ).rows[0] as OfferRow | undefined;
-  if (!offer) throw unknown();
+  if (!offer) throw new PageError(404, 'Offer not found', 'This link is not valid. Please check that you copied the whole link from the email.', true);
   if (offer.status === 'claimed') throw gone('This time has already been booked with this link. Your booking confirmation is on its way by email.');
   if (offer.status !== 'open' || new Date(offer.expires_at).getTime() <= Date.now()) {
     throw gone('The time offered to you was held until the offer ran out and has now been offered to the next person on the waiting list. You stay on the waiting list if your requested range has not ended.');
@@ -136,16 +138,19 @@ export function waitlistRouter(deps: { config: Config; db: Knex; tenants: Tenant
     res.setHeader('X-Robots-Tag', 'noindex');
     const send = (status: number, title: string, body: string) => res.status(status).type('text/html; charset=utf-8').send(page(title, body));
     const fail = (e: PageError) => send(e.status, e.title, `<p>${esc(e.text)}</p>`);
+    let tenantId: string | undefined;
     try {
-      const wait = await deps.limits.hit('waitlist-claim', req.ip ?? 'unknown', CLAIM_REQUESTS_PER_10_MINUTES, 600);
+      const t = await deps.tenants.get(req.params.tenant);
+      if (!t) return fail(unknown());
+      const wait = await deps.limits.hit('waitlist-claim', `${t.id}:${req.ip ?? 'unknown'}`, CLAIM_REQUESTS_PER_10_MINUTES, 600);
       if (wait !== undefined) {
         res.setHeader('Retry-After', String(wait));
         return fail(new PageError(429, 'Too many requests', `Please try again in ${wait} seconds.`));
       }
-      const t = await deps.tenants.get(req.params.tenant);
       const token = req.params.token;
-      if (!t || !CLAIM_TOKEN.test(token)) return fail(unknown());
+      if (!CLAIM_TOKEN.test(token)) return fail(unknown());
       res.locals.tenant = t.id;
+      tenantId = t.id;
       const ctx: TenantContext = {
         tenant: t.id,
         baseUrl: `${deps.config.publicUrl}/fhir/${t.id}`,
@@ -202,7 +207,15 @@ export function waitlistRouter(deps: { config: Config; db: Knex; tenants: Tenant
       );
       return send(200, 'Your appointment is booked', `<p><strong>${esc(o.when)}</strong>${o.practitionerName ? `<br>with ${esc(o.practitionerName)}` : ''}</p><p>${esc(practice)} will send you a confirmation by email.</p>`);
     } catch (e) {
-      if (e instanceof PageError) return fail(e);
+      if (e instanceof PageError) {
+        if (e.unknownToken && tenantId) {
+          deps.audit.record(
+            tenantId,
+            toAuditEvent({ tenant: tenantId, action: post ? 'C' : 'R', subtype: 'waitlist-claim', kind: 'security', status: 404, outcomeText: 'waitlist claim link with an unknown token', who: {}, ip: req.ip, entities: [], patients: [], recorded: new Date().toISOString() }),
+          );
+        }
+        return fail(e);
+      }
       logger.error({ err: { message: (e as Error).message } }, 'waitlist claim page failed');
       return send(500, 'Something went wrong', '<p>Please try again later, or call the practice.</p>');
     }
