@@ -268,6 +268,22 @@ describe('matching', () => {
     for (const e of [wrongDoc, wrongType, wrongDay, tooShort]) expect(await offers('entry_id = ?', [e])).toEqual([]);
   });
 
+  test('two Slots freed at the same moment: the one entry gets one offer, the other Slot stays free', async () => {
+    const { practitionerId } = await bookablePractitioner(s, { timeZone: 'UTC', days: ALL_WEEK });
+    const day = dayIn(8);
+    const [p1, p2, w] = [await patient('Two1'), await patient('Two2'), await patient('TwoWait')];
+    const a1 = await bookAt(practitionerId, p1, `${day}T10:00:00.000Z`);
+    const a2 = await bookAt(practitionerId, p2, `${day}T11:00:00.000Z`);
+    const e = await joinAsPatient(w, entry(w, { start: `${day}T00:00:00Z`, end: `${day}T23:59:59Z` }, { participant: [{ actor: { reference: `Patient/${w}` }, status: 'needs-action' }, withPractitioner(practitionerId)] }));
+    const cancel = (id: string) => s.http.post(`${s.base}/Appointment/${id}/$cancel`).set('Content-Type', FHIR_JSON).send({ resourceType: 'Parameters', parameter: [{ name: 'reason', valueString: 'x' }] });
+    const rs = await Promise.all([cancel(a1.id!), cancel(a2.id!)]);
+    expect(rs.map((r) => r.status)).toEqual([200, 200]);
+    const open = await offers(`entry_id = ? AND status = 'open'`, [e]);
+    expect(open).toHaveLength(1);
+    const statuses = [await slotStatus(slotIdOf(a1)), await slotStatus(slotIdOf(a2))].sort();
+    expect(statuses).toEqual(['busy-tentative', 'free']);
+  });
+
   test('lead time: a freed Slot sooner than the lead time is offered to nobody', async () => {
     const { practitionerId } = await bookablePractitioner(s, { timeZone: 'UTC', days: ALL_WEEK, allDay: true });
     const p = await patient('Soon');

@@ -212,6 +212,10 @@ export async function offerSlot(tx: Tx, ctx: TenantContext, slotId: string, now 
     seen.add(c.entry_id);
     const types = typeof c.types === 'string' ? (JSON.parse(c.types) as Coding[]) : c.types;
     if (!typeMatches(types, slot, rules)) continue;
+    // Lock the chosen entry: an entry being cancelled at this moment is skipped (its rows are
+    // gone once we get the lock), or its cancellation waits for this offer and withdraws it.
+    const still = await tx.raw(`SELECT 1 FROM waitlist_entry WHERE tenant_id = ? AND entry_id = ? FOR UPDATE`, [tx.tenant, c.entry_id]);
+    if (!still.rows.length) continue;
     const token = randomBytes(32).toString('base64url');
     const offerId = randomUUID();
     // ON CONFLICT DO NOTHING: a concurrent transaction that offered this entry (or this Slot)
