@@ -254,6 +254,8 @@ describe('matching', () => {
     // the withdrawn offer's email and expiry jobs are retracted (the email was not sent yet)
     const withdrawn = (await offers('entry_id = ?', [prio2]))[0];
     expect((await inTenant(s.db.app, s.tenant, (tx) => listJobs(tx, `waitlist:offer:${withdrawn.id}:`))).map((j) => j.state)).toEqual(['retracted', 'retracted']);
+    const payload = (await inTenant(s.db.app, s.tenant, (tx) => tx.raw(`SELECT payload::text AS p FROM jobs WHERE tenant_id = ? AND key = ?`, [s.tenant, `waitlist:offer:${withdrawn.id}:email`]))).rows[0].p;
+    expect(payload).not.toContain('/offers/'); // the link is not kept once the offer has ended
 
     // staff cancel the next one: then the patient who joined last, despite the priority they sent
     expect((await s.http.post(`${s.base}/Appointment/${prio5}/$cancel`).set('Content-Type', FHIR_JSON).send({ resourceType: 'Parameters', parameter: [{ name: 'reason', valueString: 'found another time' }] })).status).toBe(200);
