@@ -341,6 +341,12 @@ describe('entries', () => {
     // a patient cannot put someone else on the list
     const foreign = await (await patientToken(s, other)).post(`${s.base}/Appointment`).set('Content-Type', FHIR_JSON).send(entry(p, { start: `${day}T00:00:00Z`, end: `${day}T23:59:59Z` }));
     expect([403, 404, 422]).toContain(foreign.status);
+    // nor add someone else beside themselves (the offer and the booking would go to them)
+    const both = await (await patientToken(s, other)).post(`${s.base}/Appointment`).set('Content-Type', FHIR_JSON).send({
+      ...entry(p, { start: `${day}T00:00:00Z`, end: `${day}T23:59:59Z` }),
+      participant: [{ actor: { reference: `Patient/${p}` }, status: 'needs-action' }, { actor: { reference: `Patient/${other}` }, status: 'needs-action' }],
+    });
+    expect(both.status).toBe(403);
   });
 
   test('no 500 for a bad, unknown or malformed claim link', async () => {

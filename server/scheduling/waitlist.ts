@@ -16,6 +16,7 @@ import type { Appointment, Coding, Slot } from 'fhir/r4';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { DateTime } from 'luxon';
 import type { Tx } from '../db/tenant-tx';
+import { AccessDenied } from '../fhir/errors';
 import type { TenantContext } from '../fhir/types';
 import { writes } from '../fhir/writes';
 import { enqueueWaitlistOffer } from '../jobs/appointment-notices';
@@ -103,8 +104,13 @@ export async function waitlistEntryWritten(tx: Tx, ctx: TenantContext, id: strin
     for (const o of open) await endOffer(tx, ctx, o.id, 'withdrawn', now);
     return;
   }
-  const patient = participantIds(a!, 'Patient')[0];
+  const patients = participantIds(a!, 'Patient');
+  const patient = patients[0];
   if (!patient) return; // the resource rules refuse this (422); nothing to match
+  // A patient puts only themselves on the list: the offer email and the booking go to the entry's patient.
+  if (ctx.access?.isPatientUser && patients.some((p) => p !== ctx.access!.patient)) {
+    throw AccessDenied.forbidden('A patient account may put only itself on the waiting list');
+  }
   const settings = schedulingSettings(ctx.settings);
   const periods = entryPeriods(a!, settings.timeZone);
   const practitioner = participantIds(a!, 'Practitioner')[0];
