@@ -210,6 +210,25 @@ describe('the cascade: cancellation -> first entry offered -> expired after an h
   });
 });
 
+describe('claiming', () => {
+  test('two POSTs of one link at the same moment: one booking, the other a 410', async () => {
+    const { practitionerId } = await bookablePractitioner(s, { timeZone: 'UTC', days: ALL_WEEK });
+    const day = dayIn(9);
+    const [x, w] = [await patient('Race'), await patient('RaceWait')];
+    const booked = await bookAt(practitionerId, x, `${day}T14:00:00.000Z`);
+    const e = await joinAsPatient(w, entry(w, { start: `${day}T00:00:00Z`, end: `${day}T23:59:59Z` }, { participant: [{ actor: { reference: `Patient/${w}` }, status: 'needs-action' }, withPractitioner(practitionerId)] }));
+    expect((await s.http.delete(`${s.base}/Appointment/${booked.id}`)).status).toBe(200); // a delete frees the Slot too
+    clock.t = new Date(Date.now() + MIN);
+    await jobs.drain();
+    const link = claimLink(mailsTo(await emailOf(w))[0].text)!;
+    const rs = await Promise.all([s.anon.post(pathOf(link)), s.anon.post(pathOf(link))]);
+    expect(rs.map((r) => r.status).sort()).toEqual([200, 410]);
+    expect(await read(e)).toMatchObject({ status: 'booked' });
+    const n = await inTenant(s.db.app, s.tenant, async (tx) => (await tx.raw(`SELECT count(*)::int AS n FROM booked_slot WHERE tenant_id = ? AND slot_id = ?`, [s.tenant, slotIdOf(booked)])).rows[0].n);
+    expect(n).toBe(1);
+  });
+});
+
 describe('matching', () => {
   test('practitioner, type and range filters; priority, then queue order; a patient cannot jump the queue; withdrawal passes the Slot on', async () => {
     const { practitionerId: q } = await bookablePractitioner(s, {
