@@ -2,6 +2,8 @@ import type { Appointment } from 'fhir/r4';
 import { defineResource, ruleIssue, startNotAfterEnd } from './module';
 import { appointmentWritten } from '../server/scheduling/bookings';
 import { appointmentOperations } from '../server/scheduling/operations';
+// waitlist auto-fill: subscribes to slot-freed and defines its jobs on import
+import { waitlistEntryWritten } from '../server/scheduling/waitlist';
 
 export default defineResource<Appointment>({
   type: 'Appointment',
@@ -19,6 +21,19 @@ export default defineResource<Appointment>({
     if (a.cancelationReason && !['cancelled', 'noshow'].includes(a.status)) {
       issues.push(ruleIssue('Appointment.cancelationReason', 'app-4: cancelationReason is only allowed on cancelled or noshow appointments'));
     }
+    // waitlist entries (docs/scheduling.md, "Waitlist"): the range and the patient are needed to match them
+    if (a.status === 'waitlist') {
+      if (!a.requestedPeriod?.length) {
+        issues.push(ruleIssue('Appointment.requestedPeriod', 'A waitlist entry (status "waitlist") needs requestedPeriod: the date/time range the patient wants'));
+      }
+      (a.requestedPeriod ?? []).forEach((p, i) => {
+        if (!p.start || !p.end) issues.push(ruleIssue(`Appointment.requestedPeriod[${i}]`, 'Each requestedPeriod of a waitlist entry needs a start and an end'));
+        else if (Date.parse(p.start) >= Date.parse(p.end.length === 10 ? `${p.end}T23:59:59Z` : p.end)) issues.push(ruleIssue(`Appointment.requestedPeriod[${i}].end`, 'requestedPeriod.end must be after its start'));
+      });
+      if (!(a.participant ?? []).some((p) => /(^|\/)Patient\/[A-Za-z0-9\-.]{1,64}$/.test(p.actor?.reference ?? ''))) {
+        issues.push(ruleIssue('Appointment.participant', 'A waitlist entry needs the patient as a participant (actor Patient/{id})'));
+      }
+    }
     return issues;
   },
   // $find, $book, $cancel, $reschedule (server/scheduling/)
@@ -27,5 +42,8 @@ export default defineResource<Appointment>({
   },
   // the booking tables, Slot status and scheduling events, in the writing transaction
   hookOrder: 1, // after the Slots a Bundle creates with it
-  onWrite: (tx, ctx, change) => appointmentWritten(tx, ctx, change.id, change.resource, change.interaction === 'create'),
+  onWrite: async (tx, ctx, change) => {
+    await appointmentWritten(tx, ctx, change.id, change.resource, change.interaction === 'create');
+    await waitlistEntryWritten(tx, ctx, change.id, change.resource, change.interaction === 'create');
+  },
 });

@@ -47,6 +47,8 @@ export interface TenantContext {
   /** Set while an operation runs (e.g. "book"): lets write hooks and event subscribers tell an
    * operation's writes from plain REST writes. */
   operation?: string;
+  /** The job clock when a background job writes (write hooks use it for "now"); absent: the system time. */
+  clock?: { now(): Date };
 }
 
 export interface TenantSettings {
@@ -62,6 +64,8 @@ export interface TenantSettings {
   bookingLeadTimeMinutes?: number;
   /** Scheduling: a patient may cancel or move their appointment only this many hours ahead (default 24). */
   patientCancelMinHours?: number;
+  /** Waitlist: how long an offered (held) Slot waits for the patient's claim before it passes to the next entry (default 60 minutes). */
+  waitlistOfferMinutes?: number;
   /** Scheduling: how many days ahead Slots are generated from practitioners' hours (default 90). */
   slotHorizonDays?: number;
   /** Scheduling: the practice's phone number, named in the "book at least ... in advance" message. */

@@ -20,6 +20,7 @@ import { configureEncryption } from '../crypto/keyring';
 import { createJobs, Jobs, JobsOptions } from '../jobs';
 import type { Clock } from '../jobs/outbox';
 import { calendarRouter } from '../calendar/feed';
+import { waitlistRouter } from '../scheduling/claim';
 import { outboxRouter } from '../mail/outbox-page';
 
 export interface AppDeps {
@@ -163,6 +164,7 @@ export function createApp(deps: AppDeps): {
   app.use('/auth/:tenant', authRouter(authDeps, authServers));
   app.use('/admin', operatorRouter(config, db, tenants));
   app.use('/calendar', calendarRouter({ config, db, tenants, audit }));
+  app.use('/waitlist', waitlistRouter({ config, db, tenants, audit, limits }));
   app.use('/outbox', outboxRouter(config));
   // Outbox relay / in-process runner (server/jobs): stopped by jobs.close().
   const jobs = createJobs({ config, db, tenants, clock: deps.jobs?.clock }, deps.jobs ?? {});

@@ -288,6 +288,7 @@ async function waitlistJob(job: Job<WaitlistPayload>, ctx: JobContext): Promise<
   const { tx } = ctx;
   const p = job.payload;
   if (Date.parse(p.expiresAt) <= ctx.clock.now().getTime()) return 'skipped: offer expired';
+  if (!p.claimUrl) return 'skipped: offer ended';
   const patient = await load<Patient>(tx, 'Patient', p.patient);
   if (!patient) return 'skipped: patient gone';
   const to = emailOf(patient);
@@ -328,7 +329,10 @@ async function waitlistJob(job: Job<WaitlistPayload>, ctx: JobContext): Promise<
       `If you do not, the time is offered to the next person on the waiting list.` +
       signature(ctx),
   };
-  return deliver(job, ctx, patient, to, about, m);
+  const note = await deliver(job, ctx, patient, to, about, m);
+  // The link is the patient's credential: once sent, it is not kept in the job row.
+  await tx.raw(`UPDATE jobs SET payload = (payload::jsonb - 'claimUrl')::json WHERE tenant_id = ? AND id = ?`, [tx.tenant, job.id]);
+  return note;
 }
 
 defineJob(JOB_KINDS.confirmation, appointmentJob);

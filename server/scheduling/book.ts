@@ -23,13 +23,13 @@ function asAppointment(v: unknown, name: string): Appointment {
   return v as Appointment;
 }
 
-function assertLeadTime(ctx: TenantContext, start: string | undefined): void {
+export function assertLeadTime(ctx: TenantContext, start: string | undefined, now = Date.now()): void {
   const s = schedulingSettings(ctx.settings);
-  if (start && Date.parse(start) < Date.now() + s.leadTimeMinutes * 60_000) throw unprocessable(tooSoonMessage(s), ['Appointment.start']);
+  if (start && Date.parse(start) < now + s.leadTimeMinutes * 60_000) throw unprocessable(tooSoonMessage(s), ['Appointment.start']);
 }
 
 /** The proposal as a booking: status booked, every participant accepted, the patient set. */
-function booking(ctx: TenantContext, proposed: Appointment, patientParam?: string, comment?: string): Appointment {
+export function booking(ctx: TenantContext, proposed: Appointment, patientParam?: string, comment?: string): Appointment {
   if (!slotIdsOf(proposed).length) throw badRequest('$book needs an Appointment with its Slot(s) (Appointment.slot), as $find proposes it', ['Appointment.slot']);
   if (!proposed.start || !proposed.end) throw badRequest('$book needs an Appointment with start and end', ['Appointment.start']);
   let participants: AppointmentParticipant[] = (proposed.participant ?? []).map((p) => ({ ...p, status: 'accepted' as const }));
@@ -75,6 +75,17 @@ async function lockSlotsFree(tx: Tx, slotIds: string[], exceptAppointment?: stri
   }
 }
 
+/**
+ * The booking step of $book, in the caller's transaction: lock and check the Slots, then write
+ * the Appointment (create, or `id`: turn an existing Appointment, such as a waitlist entry, into
+ * the booking). The write hook (bookings.ts) takes the Slots under the database constraints and
+ * emits the booked event; set ctx.operation so the confirmation email is planned (notices.ts).
+ */
+export async function bookInTransaction(tx: Tx, ctx: TenantContext, appt: Appointment, id?: string): Promise<WriteResult> {
+  await lockSlotsFree(tx, slotIdsOf(appt));
+  return id ? writes.update(tx, ctx, { ...appt, id }, id, { baseUrl: ctx.baseUrl }) : writes.create(tx, ctx, appt, { baseUrl: ctx.baseUrl });
+}
+
 function bundleOf(ctx: TenantContext, w: WriteResult): Bundle {
   return {
     resourceType: 'Bundle',
@@ -102,8 +113,7 @@ export async function bookOperation(ctx: TenantContext, req: FhirRequest): Promi
   assertLeadTime(ctx, appt.start);
   assertValid(appt, 'Appointment');
   const w = await run(ctx, async (tx) => {
-    await lockSlotsFree(tx, slotIdsOf(appt));
-    const written = await writes.create(tx, ctx, appt, { baseUrl: ctx.baseUrl });
+    const written = await bookInTransaction(tx, ctx, appt);
     await assertWritable(tx, ctx, 'Appointment', written.id, d);
     return written;
   });

@@ -7,6 +7,7 @@ export interface SchedulingSettings {
   horizonDays: number;
   practicePhone?: string;
   timeZone: string;
+  waitlistOfferMinutes: number;
 }
 
 const num = (v: unknown, dflt: number, min: number, max: number) =>
@@ -19,6 +20,7 @@ export function schedulingSettings(s: TenantSettings): SchedulingSettings {
     horizonDays: num(s.slotHorizonDays, 90, 1, 366),
     practicePhone: s.practicePhone,
     timeZone: s.timeZone || 'UTC',
+    waitlistOfferMinutes: num(s.waitlistOfferMinutes, 60, 1, 60 * 24 * 7),
   };
 }
 

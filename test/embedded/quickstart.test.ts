@@ -239,3 +239,51 @@ test('the demo outbox and a practitioner\'s calendar feed work on the embedded d
   expect(feed.headers.get('content-type')).toBe('text/calendar; charset=utf-8');
   expect(await feed.text()).toMatch(/^BEGIN:VCALENDAR\r\nVERSION:2\.0\r\n/);
 });
+
+test('waitlist on the embedded database: a cancellation offers the Slot to the waiting patient, the claim link books it', async () => {
+  const now = Date.now();
+  const origin = new URL(base).origin;
+  const post = (url: string, body: unknown, method = 'POST') =>
+    api(url, { method, headers: { 'Content-Type': 'application/fhir+json' }, body: JSON.stringify(body) });
+  const practitioner = `Practitioner/${(await json(await api(`${base}/Practitioner?family=rivera`))).body.entry[0].resource.id}`;
+  const waiting = await json(await post(`${base}/Patient`, { resourceType: 'Patient', name: [{ family: 'Waitlist' }], telecom: [{ system: 'email', value: 'waitlist@embedded.example' }] }));
+  const other = (await json(await api(`${base}/Patient?family=okafor`))).body.entry[0].resource.id;
+  const found = await json(await post(`${base}/Appointment/$find`, {
+    resourceType: 'Parameters',
+    parameter: [
+      { name: 'start', valueDateTime: new Date(now + 9 * 86_400_000).toISOString() },
+      { name: 'end', valueDateTime: new Date(now + 16 * 86_400_000).toISOString() },
+      { name: 'practitioner', valueReference: { reference: practitioner } },
+    ],
+  }));
+  const proposal = found.body.entry[0].resource;
+  const booked = await json(await post(`${base}/Appointment/$book`, { resourceType: 'Parameters', parameter: [{ name: 'appointment-resource', resource: proposal }, { name: 'patient-reference', valueReference: { reference: `Patient/${other}` } }] }));
+  expect(booked.status).toBe(201);
+  const appt = booked.body.entry[0].resource;
+  const entry = await json(await post(`${base}/Appointment`, {
+    resourceType: 'Appointment',
+    status: 'waitlist',
+    requestedPeriod: [{ start: new Date(Date.parse(appt.start) - 86_400_000).toISOString(), end: new Date(Date.parse(appt.end) + 86_400_000).toISOString() }],
+    participant: [{ actor: { reference: `Patient/${waiting.body.id}` }, status: 'needs-action' }, { actor: { reference: practitioner }, status: 'needs-action' }],
+  }));
+  expect(entry.status).toBe(201);
+  expect((await post(`${base}/Appointment/${appt.id}/$cancel`, { resourceType: 'Parameters', parameter: [{ name: 'reason', valueString: 'smoke test' }] })).status).toBe(200);
+  const slotId = appt.slot[0].reference.replace('Slot/', '');
+  expect((await json(await api(`${base}/Slot/${slotId}`))).body.status).toBe('busy-tentative');
+  // the in-process runner sends the offer to the demo outbox within seconds
+  let link: string | undefined;
+  for (let i = 0; i < 50 && !link; i++) {
+    const html = await (await fetch(`${origin}/outbox/demo`)).text();
+    link = /(http\S+\/waitlist\/demo\/offers\/[A-Za-z0-9_-]{43})/.exec(html)?.[1];
+    if (!link) await new Promise((r) => setTimeout(r, 200));
+  }
+  expect(link).toBeDefined();
+  const claimAt = `${origin}${new URL(link!).pathname}`;
+  expect((await fetch(claimAt)).status).toBe(200);
+  expect((await fetch(claimAt, { method: 'POST' })).status).toBe(200);
+  const after = (await json(await api(`${base}/Appointment/${entry.body.id}`))).body;
+  expect(after.status).toBe('booked');
+  expect(after.slot[0].reference).toBe(`Slot/${slotId}`);
+  expect((await json(await api(`${base}/Slot/${slotId}`))).body.status).toBe('busy');
+  expect((await fetch(claimAt, { method: 'POST' })).status).toBe(410);
+});
