@@ -8,6 +8,7 @@ import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, Jso
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Config } from '../config';
+import { ensureSecretFile } from '../secret-file';
 
 export interface SigningKey {
   kid: string;
@@ -55,15 +56,7 @@ export function newSigningKeyJson(): string {
 /** Creates the key file when neither SIGNING_KEY nor the file exists. Returns true if created. */
 export function ensureSigningKey(config: Config): boolean {
   if (config.signingKey) return false;
-  const file = signingKeyFile(config);
-  if (fs.existsSync(file)) return false;
-  fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
-  try {
-    fs.writeFileSync(file, newSigningKeyJson() + '\n', { mode: 0o600, flag: 'wx' });
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e; // another process won the race
-  }
-  return true;
+  return ensureSecretFile(signingKeyFile(config), newSigningKeyJson);
 }
 
 const cache = new Map<string, SigningKey>();

@@ -12,6 +12,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Config } from '../config';
+import { ensureSecretFile } from '../secret-file';
 import { open, seal } from './aead';
 
 export interface KeyWrapper {
@@ -59,15 +60,7 @@ export function masterKeyFile(config: Config): string {
 /** Creates the key file when neither MASTER_KEY nor the file exists. Returns true if created. */
 export function ensureMasterKey(config: Config): boolean {
   if (config.masterKey) return false;
-  const file = masterKeyFile(config);
-  if (fs.existsSync(file)) return false;
-  fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
-  try {
-    fs.writeFileSync(file, newMasterKey() + '\n', { mode: 0o600, flag: 'wx' });
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e; // another process won the race
-  }
-  return true;
+  return ensureSecretFile(masterKeyFile(config), newMasterKey);
 }
 
 export function loadMasterKeys(config: Config): MasterKeys {

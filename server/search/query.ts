@@ -45,7 +45,11 @@ const likeEscape = (s: string) => s.replace(/[\\%_]/g, (c) => '\\' + c);
 
 function exists(table: string, param: string, cond: string, bindings: any[]): SqlFragment {
   return {
-    sql: `EXISTS (SELECT 1 FROM ${table} i WHERE i.tenant_id = r.tenant_id AND i.res_type = r.res_type AND i.res_id = r.id AND i.param = ? AND (${cond}))`,
+    // OFFSET 0 keeps the EXISTS a per-row probe by res_id (the owner index). Pulled up into a
+    // semi-join, it is planned on row estimates, and a tenant newer than the table's statistics
+    // is estimated at one row: nested loops over the lookup index with a join filter, quadratic
+    // or worse (measured: minutes for two conditions over 9,000 Slots; docs/decisions.md).
+    sql: `EXISTS (SELECT 1 FROM ${table} i WHERE i.tenant_id = r.tenant_id AND i.res_type = r.res_type AND i.res_id = r.id AND i.param = ? AND (${cond}) OFFSET 0)`,
     bindings: [param, ...bindings],
     driver: { table, alias: 'i', cond: { sql: `i.param = ? AND (${cond})`, bindings: [param, ...bindings] }, rank: DRIVER_RANK[table] ?? 9 },
   };

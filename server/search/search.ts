@@ -137,10 +137,12 @@ export function drivingSet(conds: SqlFragment[], tenant: string, type: string): 
   const d = driver.driver!;
   const inner = conds.filter((c) => c !== driver && !c.usesRow);
   const outer = conds.filter((c) => c !== driver && c.usesRow);
+  // The candidate ids as one array computed first (an InitPlan): read by the driver's index and
+  // checked by the other conditions' probes, whatever the row estimates say (see exists() in query.ts).
   const sql =
-    `r.id IN (SELECT r.id FROM (SELECT ${d.alias}.tenant_id, ${d.alias}.res_type, ${d.alias}.res_id AS id FROM ${d.table} ${d.alias}
+    `r.id = ANY(ARRAY(SELECT r.id FROM (SELECT ${d.alias}.tenant_id, ${d.alias}.res_type, ${d.alias}.res_id AS id FROM ${d.table} ${d.alias}
                                  WHERE ${d.alias}.tenant_id = ? AND ${d.alias}.res_type = ? AND ${d.cond.sql}) r` +
-    `${inner.length ? ` WHERE ${inner.map((c) => `(${c.sql})`).join(' AND ')}` : ''})`;
+    `${inner.length ? ` WHERE ${inner.map((c) => `(${c.sql})`).join(' AND ')}` : ''}))`;
   return {
     where: [sql, ...outer.map((c) => `(${c.sql})`)],
     bindings: [tenant, type, ...d.cond.bindings, ...inner.flatMap((c) => c.bindings), ...outer.flatMap((c) => c.bindings)],
