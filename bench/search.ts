@@ -262,7 +262,8 @@ async function load(base: string) {
   const patientSeconds = (performance.now() - t0) / 1000;
   const patientResources = resources;
 
-  // Appointments: a Patient and a Practitioner each, booked, 30 minutes, spread over 2021.
+  // Appointments: a Patient and a Practitioner each, booked, 30 minutes, spread over 2021, no
+  // practitioner booked twice at one time.
   const appointments: Array<{ practitioner: string; start: string }> = [];
   const yearStart = Date.UTC(2021, 0, 1);
   const perBundle = 200;
@@ -277,9 +278,13 @@ async function load(base: string) {
       const entry: BundleEntry[] = [];
       const mine: typeof appointments = [];
       for (let i = 0; i < n; i++) {
-        const start = new Date(yearStart + Math.floor(rnd() * 365 * 24 * 2) * 1800_000);
+        // one practitioner never has two appointments at once (the database refuses overlaps):
+        // the k-th appointment goes to practitioner k mod P, at a half hour of 2021 that is a
+        // permutation of k div P (7919 is coprime with the 17,520 half hours of the year)
+        const k = from + i;
+        const start = new Date(yearStart + ((Math.floor(k / practitioners.length) * 7919) % (365 * 48)) * 1800_000);
         const end = new Date(start.getTime() + 1800_000);
-        const pr = pick(practitioners);
+        const pr = practitioners[k % practitioners.length];
         const pa = pick(patients);
         mine.push({ practitioner: pr, start: start.toISOString() });
         entry.push({
