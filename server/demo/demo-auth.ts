@@ -46,6 +46,6 @@ export async function ensureDemoAuth(db: Knex, config: Config): Promise<void> {
     client_id: c.portalClientId,
     client_name: 'Practice portal',
     redirect_uris: [`${config.publicUrl}/`, `${config.publicUrl}/index.html`],
-    scope: 'openid fhirUser user/*.rs',
+    scope: 'openid fhirUser user/*.rs user/Appointment.cu',
   });
 }

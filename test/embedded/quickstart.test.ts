@@ -287,3 +287,39 @@ test('waitlist on the embedded database: a cancellation offers the Slot to the w
   expect((await json(await api(`${base}/Slot/${slotId}`))).body.status).toBe('busy');
   expect((await fetch(claimAt, { method: 'POST' })).status).toBe(410);
 });
+
+test('a patient books and cancels a visit in the portal (headless Chromium)', async () => {
+  // Debian's chromium (installed by .ci/run); CHROMIUM_PATH points elsewhere
+  const { chromium } = require('playwright-core') as typeof import('playwright-core');
+  const origin = new URL(base).origin;
+  const browser = await chromium.launch({ executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium', args: ['--no-sandbox'] });
+  try {
+    const page = await browser.newPage();
+    await page.goto(`${origin}/`);
+    await page.click('text=Sign in');
+    await page.fill('form[action$="/email"] input[name=email]', 'patient@demo.practice');
+    await page.click('text=Email me a sign-in code');
+    await page.waitForSelector('input[name=code]');
+    const code = /sign-in code is (\d{6})/.exec(await (await fetch(`${origin}/outbox/demo`)).text())![1];
+    await page.fill('input[name=code]', code);
+    await page.click('button:has-text("Sign in")');
+    // back in the portal, signed in as the patient: free times with Book buttons
+    await page.waitForSelector('#proposals li button', { timeout: 30_000 });
+    const first = (await page.textContent('#proposals li:first-child'))!.replace(/Book$/, '').trim();
+    const booked = async () => (await (await api(`${base}/Appointment?status=booked&_summary=count`)).json()).total as number;
+    const before = await booked();
+    await page.click('#proposals li:first-child button');
+    await page.waitForFunction(() => /^Booked: /.test(document.getElementById('booking-status')!.textContent ?? ''), null, { timeout: 30_000 });
+    expect(await page.textContent('#booking-status')).toContain(first);
+    await page.waitForSelector('#mine li button');
+    expect(await page.$$eval('#mine li', (l) => l.map((x) => x.textContent))).toEqual([`${first} Cancel`]);
+    // the booking is real: the FHIR API has one more booked Appointment, and cancelling removes it
+    expect(await booked()).toBe(before + 1);
+    await page.click('#mine li:first-child button');
+    await page.waitForFunction(() => /^Cancelled: /.test(document.getElementById('booking-status')!.textContent ?? ''), null, { timeout: 30_000 });
+    await page.waitForFunction(() => document.querySelector('#mine li')?.textContent === 'None booked', null, { timeout: 30_000 });
+    expect(await booked()).toBe(before);
+  } finally {
+    await browser.close();
+  }
+});

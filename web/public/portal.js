@@ -17,7 +17,7 @@
     const state = b64url(crypto.getRandomValues(new Uint8Array(16)));
     sessionStorage.setItem('portal.pkce', JSON.stringify({ verifier, state, tokenEndpoint: conf.token_endpoint, tenant }));
     const u = new URL(conf.authorization_endpoint);
-    for (const [k, v] of Object.entries({ response_type: 'code', client_id: clientId, redirect_uri: redirectUri, scope: 'openid fhirUser user/*.rs', state, aud: base, code_challenge: challenge, code_challenge_method: 'S256' })) u.searchParams.set(k, v);
+    for (const [k, v] of Object.entries({ response_type: 'code', client_id: clientId, redirect_uri: redirectUri, scope: 'openid fhirUser user/*.rs user/Appointment.cu', state, aud: base, code_challenge: challenge, code_challenge_method: 'S256' })) u.searchParams.set(k, v);
     location.assign(u.href);
   }
 
@@ -52,6 +52,71 @@
     ul.replaceChildren(...(items.length ? items : ['None yet']).map((t) => Object.assign(document.createElement('li'), { textContent: t })));
   };
   const button = (label, fn) => Object.assign(document.createElement('button'), { textContent: label, onclick: fn });
+  const post = async (path, body) => {
+    const res = await fetch(base + path, {
+      method: 'POST',
+      headers: { Accept: 'application/fhir+json', 'Content-Type': 'application/fhir+json', Authorization: `Bearer ${tokenOf()}` },
+      body: JSON.stringify(body),
+    });
+    const json = await res.json().catch(() => ({}));
+    if (!res.ok) throw new Error((json.issue && json.issue[0] && json.issue[0].diagnostics) || `HTTP ${res.status}`);
+    return json;
+  };
+  /** The signed-in person, from the access token's fhirUser claim (e.g. Patient/123). */
+  const fhirUser = () => {
+    try {
+      const part = tokenOf().split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+      return JSON.parse(atob(part)).fhirUser;
+    } catch {
+      return undefined;
+    }
+  };
+  const when = new Intl.DateTimeFormat(undefined, { dateStyle: 'full', timeStyle: 'short' });
+
+  /** A patient books and cancels their own visits: Appointment/$find, $book and $cancel. */
+  async function showBooking(patientId) {
+    document.getElementById('booking').hidden = false;
+    const say = (t) => (document.getElementById('booking-status').textContent = t);
+    const now = Date.now();
+    const mine = await get(`/Appointment?patient=Patient/${patientId}&status=booked&date=ge${new Date(now).toISOString()}&_sort=date&_count=20`);
+    const items = (mine.entry || []).map((e) => {
+      const a = e.resource;
+      const li = document.createElement('li');
+      li.append(`${when.format(new Date(a.start))} `, button('Cancel', async () => {
+        try {
+          await post(`/Appointment/${a.id}/$cancel`, { resourceType: 'Parameters', parameter: [{ name: 'reason', valueString: 'Cancelled by the patient in the portal' }] });
+          say(`Cancelled: ${when.format(new Date(a.start))}.`);
+          await showBooking(patientId);
+        } catch (err) {
+          say(err.message);
+        }
+      }));
+      return li;
+    });
+    const ul = document.getElementById('mine');
+    ul.replaceChildren(...(items.length ? items : [Object.assign(document.createElement('li'), { textContent: 'None booked' })]));
+    const start = new Date(now + 86400000).toISOString();
+    const end = new Date(now + 15 * 86400000).toISOString();
+    const found = await get(`/Appointment/$find?start=${encodeURIComponent(start)}&end=${encodeURIComponent(end)}&_count=8`);
+    const proposals = (found.entry || []).map((e) => e.resource).filter((a) => a.resourceType === 'Appointment');
+    document.getElementById('proposals').replaceChildren(...proposals.map((a) => {
+      const li = document.createElement('li');
+      const who = (a.participant || []).map((p) => p.actor && p.actor.display).filter(Boolean).join(', ');
+      li.append(`${when.format(new Date(a.start))}${who ? ` with ${who}` : ''} `, button('Book', async () => {
+        try {
+          const booked = await post('/Appointment/$book', { resourceType: 'Parameters', parameter: [{ name: 'appointment-resource', resource: a }] });
+          const b = booked.entry && booked.entry[0] && booked.entry[0].resource;
+          say(`Booked: ${when.format(new Date(b.start))}. A confirmation is on its way by email.`);
+          await showBooking(patientId);
+        } catch (err) {
+          say(err.message);
+          await showBooking(patientId);
+        }
+      }));
+      return li;
+    }));
+    if (!proposals.length) say('No free times in the next two weeks.');
+  }
 
   try {
     if (params.get('code') || params.get('error')) await finishSignIn();
@@ -80,12 +145,14 @@
       return [...(n.prefix || []), ...(n.given || []), n.family].filter(Boolean).join(' ');
     }));
     const now = new Date().toISOString();
-    const slots = await get(`/Slot?status=free&start=ge${now}&_count=20`);
+    const slots = await get(`/Slot?status=free&start=ge${now}&_sort=start&_count=20`);
     const fmt = new Intl.DateTimeFormat(undefined, { dateStyle: 'full', timeStyle: 'short' });
     list('slots', (slots.entry || [])
       .map((e) => e.resource)
       .sort((a, b) => a.start.localeCompare(b.start))
       .map((s) => `${fmt.format(new Date(s.start))} (${Math.round((Date.parse(s.end) - Date.parse(s.start)) / 60000)} min)`));
+    const me = fhirUser();
+    if (me && me.startsWith('Patient/')) await showBooking(me.slice('Patient/'.length));
   } catch (err) {
     document.getElementById('server').textContent = `Could not read the FHIR API: ${err.message}`;
   }
