@@ -18,7 +18,9 @@ export class RateLimits {
 
   constructor(redisUrl?: string) {
     if (redisUrl) {
-      this.redis = new Redis(redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 1, lazyConnect: false });
+      // commandTimeout: a Redis that accepts the connection but stops answering must not hold
+      // requests; the command fails and the in-memory insurance limiter counts instead.
+      this.redis = new Redis(redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 1, lazyConnect: false, commandTimeout: 500 });
       this.redis.on('error', (e) => logger.warn({ err: { message: e.message } }, 'rate limit store (Redis) unavailable; counting in memory'));
     }
   }
