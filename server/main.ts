@@ -62,6 +62,7 @@ Endpoints:
   /fhir/{tenant}       FHIR R4 base (e.g. /fhir/demo/metadata, /fhir/demo/.well-known/smart-configuration)
   /auth/{tenant}       the tenant's OAuth 2 / OpenID Connect authorization server (SMART App Launch)
   /calendar/{tenant}/{token}.ics  a practitioner's calendar feed (POST .../Practitioner/{id}/$calendar-token)
+  /waitlist/{tenant}/offers/{token}  a waitlist offer's claim page (the link in the offer email)
   /outbox/{tenant}     DEMO mode without SMTP_URL: the messages that would have been emailed
   /healthz /readyz     liveness and readiness
   /metrics             Prometheus metrics
