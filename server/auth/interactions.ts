@@ -141,6 +141,25 @@ export function interactionRouter(deps: InteractionDeps): express.Router {
   }
   const lockedMessage = `Too many failed sign-ins from this address. Try again in ${LOCKOUT.windowMinutes} minutes.`;
 
+  /**
+   * The start of every sign-in step: an interaction past its login prompt goes back to it, and a
+   * locked-out IP gets the 429 page. False when it has answered (the step must stop).
+   */
+  async function loginStep(req: Request<any>, res: Response, opts: { auditLocked?: boolean } = {}): Promise<boolean> {
+    const { tenant, ip } = ctxOf(req);
+    const d = await details(req, res);
+    if (d.prompt.name !== 'login') {
+      res.redirect(303, `/auth/${tenant}/interaction/${req.params.uid}`);
+      return false;
+    }
+    if (await isLockedOut(db, tenant, ip, maxFailuresOf(res))) {
+      if (opts.auditLocked) emitAuthEvent({ type: 'lockout', tenant, outcome: 'failure', ip, reason: 'sign-in attempted while locked out' });
+      loginPage(req, res, lockedMessage, 429);
+      return false;
+    }
+    return true;
+  }
+
   async function finishLogin(req: Request<any>, res: Response, user: User, amr: string[]) {
     const { tenant, auth, ip } = ctxOf(req);
     emitAuthEvent({ type: 'login-success', tenant, outcome: 'success', userId: user.id, role: user.role, fhirUser: user.fhirUser, ip });
@@ -246,12 +265,7 @@ ${rows.map((r: any) => `<label style="display:block"><input type="radio" name="p
   router.post('/interaction/:uid/login', form, async (req, res, next) => {
     try {
       const { tenant, auth, ip } = ctxOf(req);
-      const d = await details(req, res);
-      if (d.prompt.name !== 'login') return res.redirect(303, `/auth/${tenant}/interaction/${req.params.uid}`);
-      if (await isLockedOut(db, tenant, ip, maxFailuresOf(res))) {
-        emitAuthEvent({ type: 'lockout', tenant, outcome: 'failure', ip, reason: 'sign-in attempted while locked out' });
-        return loginPage(req, res, lockedMessage, 429);
-      }
+      if (!(await loginStep(req, res, { auditLocked: true }))) return;
       const email = String(req.body?.email ?? '');
       const user = await checkPassword(db, tenant, email, String(req.body?.password ?? ''));
       if (!user || !isStaff(user.role)) return loginPage(req, res, await failure(req, res, 'Wrong email or password.', email), 401);
@@ -268,9 +282,7 @@ ${rows.map((r: any) => `<label style="display:block"><input type="radio" name="p
   router.post('/interaction/:uid/totp', form, async (req, res, next) => {
     try {
       const { tenant, auth, ip } = ctxOf(req);
-      const d = await details(req, res);
-      if (d.prompt.name !== 'login') return res.redirect(303, `/auth/${tenant}/interaction/${req.params.uid}`);
-      if (await isLockedOut(db, tenant, ip, maxFailuresOf(res))) return loginPage(req, res, lockedMessage, 429);
+      if (!(await loginStep(req, res))) return;
       const pending = await auth.store.get(PENDING, req.params.uid);
       const user = pending?.userId ? await findUserById(db, tenant, pending.userId) : undefined;
       if (!user || user.disabled) return loginPage(req, res, 'Please sign in again.');
@@ -294,9 +306,7 @@ ${rows.map((r: any) => `<label style="display:block"><input type="radio" name="p
   router.post('/interaction/:uid/email', form, async (req, res, next) => {
     try {
       const { tenant, auth, ip } = ctxOf(req);
-      const d = await details(req, res);
-      if (d.prompt.name !== 'login') return res.redirect(303, `/auth/${tenant}/interaction/${req.params.uid}`);
-      if (await isLockedOut(db, tenant, ip, maxFailuresOf(res))) return loginPage(req, res, lockedMessage, 429);
+      if (!(await loginStep(req, res))) return;
       const email = String(req.body?.email ?? '').trim();
       const user = email ? await findUserByEmail(db, tenant, email) : undefined;
       if (user && user.role === 'patient' && !user.disabled) {
@@ -321,9 +331,7 @@ ${rows.map((r: any) => `<label style="display:block"><input type="radio" name="p
 
   async function checkEmailCode(req: Request<any>, res: Response, kind: 'code' | 'magic', value: string) {
     const { tenant, auth, ip } = ctxOf(req);
-    const d = await details(req, res);
-    if (d.prompt.name !== 'login') return res.redirect(303, `/auth/${tenant}/interaction/${req.params.uid}`);
-    if (await isLockedOut(db, tenant, ip, maxFailuresOf(res))) return loginPage(req, res, lockedMessage, 429);
+    if (!(await loginStep(req, res))) return;
     const rec = await auth.store.get(EMAIL_CODE, req.params.uid);
     const ok = rec && !rec.consumed && rec.tries < 5 && value && timingSafeEqual(Buffer.from(sha(value)), Buffer.from(rec[kind]));
     if (!ok) {
