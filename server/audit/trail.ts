@@ -7,7 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import type { AuditEvent } from 'fhir/r4';
 import type { Knex } from 'knex';
-import { inTenant } from '../db/tenant-tx';
+import { inTenant, type Tx } from '../db/tenant-tx';
 import { logger } from '../log';
 import { store } from '../store/resource-store';
 import { GENESIS, linkHash } from './chain';
@@ -69,14 +69,16 @@ export class AuditTrail {
     this.buffer.clear();
     this.retained = 0;
     for (const [tenant, events] of batches) {
-      // NUL and lone surrogates (JSON.stringify writes them as \u escapes; a valid pair is never
-      // escaped) cannot be stored in Postgres text; hostile input may carry them into a message.
-      const texts = events.map((e) => JSON.stringify(e).replace(/\\u(?:0000|d[89a-f][0-9a-f]{2})/gi, '\\ufffd'));
       try {
-        await inTenant(this.db, tenant, (tx) =>
-          tx.raw(`INSERT INTO audit_queue (tenant_id, event) SELECT ?, e::json FROM unnest(?::text[]) WITH ORDINALITY AS u(e, n) ORDER BY n`, [tenant, texts]),
-        );
-        this.dirty.add(tenant);
+        // Sealed at once when this process gets the tenant's chain lock and nothing older waits in
+        // the queue; otherwise queued for whoever holds the lock (and for the sweep).
+        if ((await sealDirect(this.db, tenant, events.map(storable))) === 'busy') {
+          const texts = events.map((e) => JSON.stringify(storable(e)));
+          await inTenant(this.db, tenant, (tx) =>
+            tx.raw(`INSERT INTO audit_queue (tenant_id, event) SELECT ?, e::json FROM unnest(?::text[]) WITH ORDINALITY AS u(e, n) ORDER BY n`, [tenant, texts]),
+          );
+          this.dirty.add(tenant);
+        }
       } catch (e) {
         // Keep them for the next flush rather than lose them (the database may be briefly away),
         // but never let the buffer grow without bound.
@@ -116,6 +118,34 @@ export class AuditTrail {
 }
 
 /**
+ * NUL and lone surrogates (JSON.stringify writes them as \u escapes; a valid pair is never
+ * escaped) cannot be stored in Postgres text; hostile input may carry them into a message.
+ */
+const UNSTORABLE = /\\u(?:0000|d[89a-f][0-9a-f]{2})/gi;
+function storable(event: AuditEvent): AuditEvent {
+  const text = JSON.stringify(event);
+  UNSTORABLE.lastIndex = 0;
+  if (!UNSTORABLE.test(text)) return event;
+  return JSON.parse(text.replace(UNSTORABLE, '\\ufffd')) as AuditEvent;
+}
+
+/** The chain lock of a tenant's audit trail (transaction-scoped advisory lock). */
+const LOCK = `SELECT pg_try_advisory_xact_lock(hashtext(?)) AS ok, EXISTS (SELECT 1 FROM audit_queue WHERE tenant_id = ?) AS queued`;
+
+/**
+ * Seals `events` without the queue, in one transaction: 'busy' (nothing written) when another
+ * process holds the chain lock or older events wait in the queue (they must be sealed first).
+ */
+async function sealDirect(db: Knex, tenant: string, events: AuditEvent[]): Promise<number | 'busy'> {
+  return inTenant(db, tenant, async (tx) => {
+    const lock = await tx.raw(LOCK, [`audit:${tenant}`, tenant]);
+    if (!lock.rows[0].ok || lock.rows[0].queued) return 'busy' as const;
+    await appendToChain(tx, tenant, events);
+    return events.length;
+  });
+}
+
+/**
  * Seals the tenant's queued events in queue order: AuditEvent resources + chain links, one
  * transaction per batch, until the queue is empty. 'busy' when another process holds the lock.
  */
@@ -123,43 +153,13 @@ export async function sealTenant(db: Knex, tenant: string, batch = 500): Promise
   let total = 0;
   for (;;) {
     const n = await inTenant(db, tenant, async (tx) => {
-      const lock = await tx.raw(`SELECT pg_try_advisory_xact_lock(hashtext(?)) AS ok`, [`audit:${tenant}`]);
+      const lock = await tx.raw(LOCK, [`audit:${tenant}`, tenant]);
       if (!lock.rows[0].ok) return 'busy' as const;
+      if (!lock.rows[0].queued) return 0;
       const queued = await tx.raw(`SELECT seq, event::text AS event FROM audit_queue WHERE tenant_id = ? ORDER BY seq LIMIT ?`, [tenant, batch]);
       const rows = queued.rows as Array<{ seq: string; event: string }>;
       if (!rows.length) return 0;
-      const head = await tx.raw(`SELECT seq, hash FROM audit_chain WHERE tenant_id = ? ORDER BY seq DESC LIMIT 1`, [tenant]);
-      let seq = head.rows[0] ? Number(head.rows[0].seq) : 0;
-      let prev: string = head.rows[0]?.hash ?? GENESIS;
-      const items = rows.map((r) => ({ resource: JSON.parse(r.event) as AuditEvent, id: randomUUID() }));
-      let written;
-      try {
-        written = await tx.transaction((sp) => store.createMany(sp, items));
-      } catch {
-        // One event the store refuses must not hold up the chain: store each on its own, and
-        // an unstorable one as a sanitised copy that says so.
-        written = [];
-        for (const item of items) {
-          try {
-            written.push(...(await tx.transaction((sp) => store.createMany(sp, [item]))));
-          } catch (e) {
-            logger.error({ tenant, err: { message: (e as Error).message } }, 'audit event stored sanitised');
-            written.push(...(await store.createMany(tx, [{ ...item, resource: sanitised(item.resource) }])));
-          }
-        }
-      }
-      const links = written.map((w) => {
-        seq += 1;
-        const hash = linkHash(prev, seq, w.id, JSON.stringify(w.resource));
-        const link = { seq, id: w.id, prev, hash };
-        prev = hash;
-        return link;
-      });
-      await tx.raw(
-        `INSERT INTO audit_chain (tenant_id, seq, res_id, prev_hash, hash)
-         SELECT ?, s, i, p, h FROM unnest(?::bigint[], ?::text[], ?::text[], ?::text[]) AS u(s, i, p, h)`,
-        [tenant, links.map((l) => l.seq), links.map((l) => l.id), links.map((l) => l.prev), links.map((l) => l.hash)],
-      );
+      await appendToChain(tx, tenant, rows.map((r) => JSON.parse(r.event) as AuditEvent));
       await tx.raw(`DELETE FROM audit_queue WHERE tenant_id = ? AND seq = ANY(?::bigint[])`, [tenant, rows.map((r) => r.seq)]);
       return rows.length;
     });
@@ -167,6 +167,42 @@ export async function sealTenant(db: Knex, tenant: string, batch = 500): Promise
     total += n;
     if (n < batch) return total;
   }
+}
+
+/** Stores the events as AuditEvent resources and links them, in order, after the chain head. */
+async function appendToChain(tx: Tx, tenant: string, events: AuditEvent[]): Promise<void> {
+  const head = await tx.raw(`SELECT seq, hash FROM audit_chain WHERE tenant_id = ? ORDER BY seq DESC LIMIT 1`, [tenant]);
+  let seq = head.rows[0] ? Number(head.rows[0].seq) : 0;
+  let prev: string = head.rows[0]?.hash ?? GENESIS;
+  const items = events.map((resource) => ({ resource, id: randomUUID() }));
+  let written;
+  try {
+    written = await tx.transaction((sp) => store.createMany(sp, items));
+  } catch {
+    // One event the store refuses must not hold up the chain: store each on its own, and
+    // an unstorable one as a sanitised copy that says so.
+    written = [];
+    for (const item of items) {
+      try {
+        written.push(...(await tx.transaction((sp) => store.createMany(sp, [item]))));
+      } catch (e) {
+        logger.error({ tenant, err: { message: (e as Error).message } }, 'audit event stored sanitised');
+        written.push(...(await store.createMany(tx, [{ ...item, resource: sanitised(item.resource) }])));
+      }
+    }
+  }
+  const links = written.map((w) => {
+    seq += 1;
+    const hash = linkHash(prev, seq, w.id, JSON.stringify(w.resource));
+    const link = { seq, id: w.id, prev, hash };
+    prev = hash;
+    return link;
+  });
+  await tx.raw(
+    `INSERT INTO audit_chain (tenant_id, seq, res_id, prev_hash, hash)
+     SELECT ?, s, i, p, h FROM unnest(?::bigint[], ?::text[], ?::text[], ?::text[]) AS u(s, i, p, h)`,
+    [tenant, links.map((l) => l.seq), links.map((l) => l.id), links.map((l) => l.prev), links.map((l) => l.hash)],
+  );
 }
 
 /** The event with every string cut down to printable ASCII (kept: what, when, outcome; noted). */

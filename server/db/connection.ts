@@ -12,6 +12,7 @@ import pg from 'pg';
 import type { Config } from '../config';
 import { migrateLatest } from './migrate';
 import { TenantPgClient } from './tenant-pg-client';
+import { setReadPool } from './tenant-tx';
 
 // Keep int8 (count(*), bigserial) as JS numbers, numeric as strings, timestamps as Date.
 pg.types.setTypeParser(20, (v) => Number(v));
@@ -43,11 +44,28 @@ export async function openDatabase(config: Config, opts: { migrate?: boolean } =
         },
       },
     });
+    // Read sessions (searches, server/db/tenant-tx.ts inTenantRead): a pool of their own, with the
+    // search statement_timeout as the session default.
+    const timeout = Math.floor(config.searchTimeoutMs);
+    const reads = knexFactory({
+      client: TenantPgClient as never,
+      connection: config.databaseAppUrl ?? config.databaseUrl,
+      pool: {
+        min: 0,
+        max: config.dbPoolMax,
+        afterCreate: (conn: pg.Client, done: (err: Error | null, conn: pg.Client) => void) => {
+          const sql = `${useOwnUrl ? '' : 'SET ROLE fhir_app; '}SET statement_timeout = ${timeout > 0 ? timeout : 0}`;
+          conn.query(sql, (err: Error | null) => done(err, conn));
+        },
+      },
+    });
+    setReadPool(app, reads);
     return {
       app,
       owner,
       engine: 'postgres',
       close: async () => {
+        await reads.destroy();
         await app.destroy();
         await owner.destroy();
       },

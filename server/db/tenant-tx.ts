@@ -6,6 +6,7 @@
  * one simple-protocol round trip, then the statements, then COMMIT) without knex's transaction
  * machinery, which cost more CPU than the queries themselves. On PGlite it is a knex transaction.
  */
+import { createHash } from 'node:crypto';
 import type { Knex } from 'knex';
 import { TENANT_SLUG } from './tenant-pg-client';
 
@@ -24,9 +25,26 @@ export interface Tx {
 }
 
 interface PgConn {
-  query(text: string, values?: unknown[]): Promise<QueryResult>;
+  query(text: string | { name: string; text: string; values: unknown[] }, values?: unknown[]): Promise<QueryResult>;
   __knex__disposed?: unknown;
+  /** Names of the statements prepared on this connection (see runPrepared). */
+  __prepared?: Set<string>;
+  /** Read sessions: the tenant this connection's app.tenant is set to (session level). */
+  __tenant?: string;
 }
+
+/** Per-transaction settings sent with BEGIN, in the same round trip. */
+export interface TxOptions {
+  /** SET LOCAL statement_timeout (ms); 0 or absent = the server default. */
+  statementTimeoutMs?: number;
+}
+
+/**
+ * Statements are prepared (named) per connection, so Postgres parses and plans a statement shape
+ * once per connection instead of on every request; beyond this many per connection the rest run
+ * unnamed (a connection never grows without bound).
+ */
+const MAX_PREPARED = 500;
 
 interface PgPoolClient {
   drivesRawPg?: boolean;
@@ -34,10 +52,26 @@ interface PgPoolClient {
   releaseConnection(c: PgConn): Promise<void>;
 }
 
+/** A prepared statement's name: a digest of its text (same text, same name, on every connection). */
+function statementName(text: string): string {
+  return 'q' + createHash('sha1').update(text).digest('base64url').slice(0, 22);
+}
+
 /** `?` -> `$n`. Our SQL never contains a literal question mark (no jsonb ? operators). */
 function numbered(sql: string): string {
   let n = 0;
   return sql.replace(/\?/g, () => `$${++n}`);
+}
+
+function runPrepared(conn: PgConn, sql: string, bindings: readonly unknown[]): Promise<QueryResult> {
+  const text = numbered(sql);
+  const prepared = (conn.__prepared ??= new Set());
+  const name = statementName(text);
+  if (prepared.has(name) || prepared.size < MAX_PREPARED) {
+    prepared.add(name);
+    return conn.query({ name, text, values: bindings as unknown[] });
+  }
+  return conn.query(text, bindings as unknown[]);
 }
 
 class PgTx implements Tx {
@@ -48,7 +82,7 @@ class PgTx implements Tx {
   ) {}
 
   raw(sql: string, bindings: readonly unknown[] = []): Promise<QueryResult> {
-    return this.conn.query(numbered(sql), bindings as unknown[]);
+    return runPrepared(this.conn, sql, bindings);
   }
 
   async transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
@@ -65,11 +99,16 @@ class PgTx implements Tx {
   }
 }
 
-async function pgTransaction<T>(client: PgPoolClient, tenant: string, fn: (tx: Tx) => Promise<T>): Promise<T> {
+function localSettings(opts: TxOptions): string {
+  const ms = Math.floor(opts.statementTimeoutMs ?? 0);
+  return ms > 0 ? ` SET LOCAL statement_timeout = ${ms};` : '';
+}
+
+async function pgTransaction<T>(client: PgPoolClient, tenant: string, fn: (tx: Tx) => Promise<T>, opts: TxOptions): Promise<T> {
   if (!TENANT_SLUG.test(tenant)) throw new Error('invalid tenant slug');
   const conn = await client.acquireConnection();
   try {
-    await conn.query(`BEGIN; SELECT set_config('app.tenant', '${tenant}', true);`);
+    await conn.query(`BEGIN; SELECT set_config('app.tenant', '${tenant}', true);${localSettings(opts)}`);
     let result: T;
     try {
       result = await fn(new PgTx(tenant, conn));
@@ -96,11 +135,66 @@ function knexTx(trx: Knex.Transaction, tenant: string): Tx {
   };
 }
 
-export async function inTenant<T>(db: Knex, tenant: string, fn: (tx: Tx) => Promise<T>): Promise<T> {
+export async function inTenant<T>(db: Knex, tenant: string, fn: (tx: Tx) => Promise<T>, opts: TxOptions = {}): Promise<T> {
   const client = db.client as unknown as PgPoolClient;
-  if (client.drivesRawPg) return pgTransaction(client, tenant, fn);
+  if (client.drivesRawPg) return pgTransaction(client, tenant, fn, opts);
   return db.transaction(async (trx) => {
     await trx.raw(`select set_config('app.tenant', ?, true)`, [tenant]);
+    const settings = localSettings(opts);
+    if (settings) await trx.raw(settings);
     return fn(knexTx(trx, tenant));
   });
+}
+
+/**
+ * Read sessions (searches): on PostgreSQL a search needs no transaction. Its statements run one by
+ * one (each its own snapshot, as they would be in a READ COMMITTED transaction) on a connection of
+ * a separate pool that nothing else uses, whose app.tenant is set at session level and changed
+ * only when a request of another tenant takes the connection. A search is then one round trip
+ * instead of three (BEGIN + set_config, the query, COMMIT). The pool's connections carry the
+ * search statement_timeout as their session default (server/db/connection.ts).
+ */
+const readPools = new WeakMap<Knex, Knex>();
+
+/** Registers `reads` as the read-session pool of the application connection `app`. */
+export function setReadPool(app: Knex, reads: Knex): void {
+  readPools.set(app, reads);
+}
+
+class SessionTx implements Tx {
+  constructor(
+    readonly tenant: string,
+    private conn: PgConn,
+  ) {}
+
+  raw(sql: string, bindings: readonly unknown[] = []): Promise<QueryResult> {
+    return runPrepared(this.conn, sql, bindings);
+  }
+
+  /** Reads only: nothing to undo, so a nested unit is the unit itself. */
+  transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
+    return fn(this);
+  }
+}
+
+/**
+ * Runs read-only `fn` for `tenant`: in a read session when `db` has a read pool, otherwise in a
+ * tenant transaction with `opts` (PGlite). `fn` must not write.
+ */
+export async function inTenantRead<T>(db: Knex, tenant: string, fn: (tx: Tx) => Promise<T>, opts: TxOptions = {}): Promise<T> {
+  const reads = readPools.get(db);
+  if (!reads) return inTenant(db, tenant, fn, opts);
+  if (!TENANT_SLUG.test(tenant)) throw new Error('invalid tenant slug');
+  const client = reads.client as unknown as PgPoolClient;
+  const conn = await client.acquireConnection();
+  try {
+    if (conn.__tenant !== tenant) {
+      conn.__tenant = undefined;
+      await conn.query(`SELECT set_config('app.tenant', '${tenant}', false)`);
+      conn.__tenant = tenant;
+    }
+    return await fn(new SessionTx(tenant, conn));
+  } finally {
+    await client.releaseConnection(conn);
+  }
 }

@@ -5,7 +5,7 @@
 import type { Bundle, BundleEntry, FhirResource as Resource } from 'fhir/r4';
 import { applyPatch, JsonPatchError, Operation, validate as validatePatch } from 'fast-json-patch';
 import { operationsFor, registry } from '../../resources';
-import { inTenant, Tx } from '../db/tenant-tx';
+import { inTenant, inTenantRead, Tx, TxOptions } from '../db/tenant-tx';
 import { fastRead } from '../store/fast-read';
 import { history } from '../store/history';
 import { store, StoredVersion, WriteResult } from '../store/resource-store';
@@ -23,8 +23,17 @@ import type { SqlFragment } from '../search/query';
 
 const ID_RE = /^[A-Za-z0-9\-.]{1,64}$/;
 
-export function run<T>(ctx: TenantContext, fn: (tx: Tx) => Promise<T>): Promise<T> {
-  return ctx.tx ? fn(ctx.tx) : inTenant(ctx.db, ctx.tenant, fn);
+export function run<T>(ctx: TenantContext, fn: (tx: Tx) => Promise<T>, opts: TxOptions = {}): Promise<T> {
+  if (!ctx.tx) return inTenant(ctx.db, ctx.tenant, fn, opts);
+  const ms = Math.floor(opts.statementTimeoutMs ?? 0);
+  if (ms <= 0) return fn(ctx.tx);
+  const tx = ctx.tx;
+  return tx.raw(`SET LOCAL statement_timeout = ${ms}`).then(() => fn(tx));
+}
+
+/** Read-only work: a read session outside Bundles (see inTenantRead), else as run(). */
+export function runRead<T>(ctx: TenantContext, fn: (tx: Tx) => Promise<T>, opts: TxOptions = {}): Promise<T> {
+  return ctx.tx ? run(ctx, fn, opts) : inTenantRead(ctx.db, ctx.tenant, fn, opts);
 }
 
 export function knownType(type: string) {
@@ -388,10 +397,9 @@ async function searchType(ctx: TenantContext, req: FhirRequest, type?: string): 
     if (!types.length) types = [...registry.keys()];
   }
   const explicitTypes = !type && !!get(req.query, '_type');
-  const res = await run(ctx, async (tx) => {
-    // A search that runs away (an unlucky plan, a huge chain) is stopped and answered 503 (timeout)
-    // rather than holding a connection and a core (SEARCH_TIMEOUT_MS; 0 = no limit).
-    if (ctx.config.searchTimeoutMs > 0) await tx.raw(`SET LOCAL statement_timeout = ${Math.floor(ctx.config.searchTimeoutMs)}`);
+  // A search that runs away (an unlucky plan, a huge chain) is stopped and answered 503 (timeout)
+  // rather than holding a connection and a core (SEARCH_TIMEOUT_MS; 0 = no limit).
+  const res = await runRead(ctx, async (tx) => {
     const scope = await searchScope(tx, ctx, type, types, explicitTypes);
     const r = await search(tx, {
       type: type ?? scope.types![0],
@@ -405,7 +413,7 @@ async function searchType(ctx: TenantContext, req: FhirRequest, type?: string): 
     });
     r.included = await visibleIncluded(tx, ctx, r.included);
     return r;
-  });
+  }, { statementTimeoutMs: ctx.config.searchTimeoutMs });
   const shaping: QueryInput = req.query.filter(([k]) => ['_count', '_summary', '_elements', '_total', ...(type ? [] : ['_type'])].includes(k));
   const used = [...res.applied, ...shaping];
   const path = type ? `/${type}` : '';
