@@ -19,7 +19,7 @@ export interface QueryResult {
 export interface Tx {
   readonly tenant: string;
   /** SQL with `?` placeholders and bound values (never values spliced into SQL). */
-  raw(sql: string, bindings?: readonly unknown[]): Promise<QueryResult>;
+  raw(sql: string, bindings?: readonly unknown[], hints?: QueryHints): Promise<QueryResult>;
   /** A nested unit of work (SAVEPOINT): fails alone, without aborting the outer transaction. */
   transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
 }
@@ -31,6 +31,18 @@ interface PgConn {
   __prepared?: Set<string>;
   /** Read sessions: the tenant this connection's app.tenant is set to (session level). */
   __tenant?: string;
+  /** Read sessions: true while plan_cache_mode is force_generic_plan on this connection. */
+  __generic?: boolean;
+}
+
+/** How a statement may be planned (honoured by read sessions; transactions ignore it). */
+export interface QueryHints {
+  /**
+   * The statement's plan does not depend on its values (e.g. a search with one condition, whose
+   * index drives it whatever the value): its prepared statement may use one generic plan instead
+   * of being planned on every execution (planning was most of Postgres' time for such searches).
+   */
+  generic?: boolean;
 }
 
 /** Per-transaction settings sent with BEGIN, in the same round trip. */
@@ -167,7 +179,14 @@ class SessionTx implements Tx {
     private conn: PgConn,
   ) {}
 
-  raw(sql: string, bindings: readonly unknown[] = []): Promise<QueryResult> {
+  async raw(sql: string, bindings: readonly unknown[] = [], hints: QueryHints = {}): Promise<QueryResult> {
+    const generic = !!hints.generic;
+    if (!!this.conn.__generic !== generic) {
+      // switched only when the next statement needs the other mode (a run of one kind of search
+      // pays nothing)
+      await this.conn.query(`SET plan_cache_mode = ${generic ? 'force_generic_plan' : 'auto'}`);
+      this.conn.__generic = generic;
+    }
     return runPrepared(this.conn, sql, bindings);
   }
 

@@ -246,6 +246,9 @@ export async function search(tx: Tx, req: SearchRequest): Promise<SearchResult> 
   // A first page counts its matches in the same statement (count(*) OVER () before the LIMIT),
   // instead of running the whole search again as count(*). The JSON is read for the page only.
   const windowTotal = totalMode === 'accurate' && total === undefined && !cursorRaw;
+  // One condition (or none) and a counted first page: the whole match set is read through that
+  // condition's index whatever the value, so one generic plan serves every value.
+  const generic = windowTotal && !system && !req.restrict && conds.length <= 1 && applied.every(([k]) => !k.includes('.') && !k.startsWith('_has'));
   const rows = await tx.raw(
     `SELECT p.res_type, p.id, c.content::text AS json, ${sortKeys.map((_, i) => `p.k${i}::text AS k${i}`).join(', ')}${windowTotal ? ', p.total' : ''}
        FROM (SELECT r.res_type, r.id, ${sortKeys.map((_, i) => `r.k${i}`).join(', ')}${windowTotal ? ', count(*) OVER () AS total' : ''}
@@ -254,6 +257,7 @@ export async function search(tx: Tx, req: SearchRequest): Promise<SearchResult> 
        JOIN resources c ON c.tenant_id = ? AND c.res_type = p.res_type AND c.id = p.id
       ORDER BY ${order.sql.replace(/\bk(\d+)/g, 'p.k$1').replace(/\br\.id\b/g, 'p.id')}`,
     [...keyBindings, ...pageBindings, count + 1, tx.tenant],
+    { generic },
   );
   const list = rows.rows as Array<Record<string, string>>;
   if (windowTotal) total = list.length ? Number(list[0].total) : 0;
