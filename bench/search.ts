@@ -59,6 +59,10 @@ const S = {
   fixtures: process.env.BENCH_SEARCH_FIXTURES || path.resolve(ROOT, '../shared/fixtures/synthea/smart-on-fhir-2019'),
   patients: Math.max(1, intEnv('BENCH_SEARCH_PATIENTS', 100_000)),
   appointments: intEnv('BENCH_SEARCH_APPOINTMENTS', 5000),
+  /** At most this many resources per patient clone (0 = the whole Synthea record, ~289). */
+  perPatient: intEnv('BENCH_SEARCH_PER_PATIENT', 0),
+  /** Patient clones per transaction Bundle. */
+  patientsPerBundle: Math.max(1, intEnv('BENCH_SEARCH_PATIENTS_PER_BUNDLE', 1)),
   loadConcurrency: Math.max(1, intEnv('BENCH_LOAD_CONCURRENCY', 4)),
   seconds: Math.max(1, intEnv('BENCH_SECONDS', 15)),
   warmup: intEnv('BENCH_WARMUP', 2),
@@ -126,6 +130,7 @@ function readTemplates(dir: string) {
       if (SHARED_TYPES.has(t)) shared.set(e.fullUrl!.slice('urn:uuid:'.length), e);
       else own.push(e);
     }
+    if (S.perPatient > 0) own.splice(0, own.length, ...trimmed(own, S.perPatient, shared));
     const patientIndex = own.findIndex((e) => e.resource?.resourceType === 'Patient');
     if (patientIndex < 0) continue;
     const p = own[patientIndex].resource as Patient;
@@ -148,6 +153,30 @@ function readTemplates(dir: string) {
     });
   }
   return { templates, shared };
+}
+
+/**
+ * The first `max` entries of a patient's record (the Patient always) whose references all stay
+ * inside what is kept: Synthea writes a record in time order, so this is its earliest part.
+ */
+function trimmed(own: BundleEntry[], max: number, shared: Map<string, BundleEntry>): BundleEntry[] {
+  const kept: BundleEntry[] = [];
+  const keptIds = new Set<string>();
+  const patient = own.find((e) => e.resource?.resourceType === 'Patient');
+  if (patient) {
+    kept.push(patient);
+    keptIds.add(patient.fullUrl!.slice('urn:uuid:'.length));
+  }
+  for (const e of own) {
+    if (kept.length >= max) break;
+    if (e === patient) continue;
+    const self = e.fullUrl?.slice('urn:uuid:'.length);
+    const refs = [...JSON.stringify(e.resource).matchAll(UUID_RE)].map((m) => m[1]).filter((u) => u !== self && !shared.has(u));
+    if (!refs.every((u) => keptIds.has(u))) continue;
+    kept.push(e);
+    if (self) keptIds.add(self);
+  }
+  return kept;
 }
 
 /** A clone of a template: fresh urn:uuids, shared resources by id, new name/identifiers/birthDate. */
@@ -174,7 +203,7 @@ function cloneBundle(t: Template, sharedRefs: Map<string, string>, n: number) {
   const bd = new Date(`${t.birthDate}T00:00:00Z`);
   bd.setUTCDate(bd.getUTCDate() + Math.floor(rnd() * 365) - 182);
   p.birthDate = bd.toISOString().slice(0, 10);
-  return { body: JSON.stringify(b), family, mrn, birthDate: p.birthDate };
+  return { entries: b.entry!, family, mrn, birthDate: p.birthDate };
 }
 
 // ---- HTTP ----------------------------------------------------------------------------------
@@ -240,16 +269,25 @@ async function load(base: string) {
   let lastReport = t0;
   const worker = async () => {
     for (;;) {
-      const n = next++;
-      if (n >= S.patients) return;
-      const ti = n % templates.length;
-      const t = templates[ti];
-      const c = cloneBundle(t, sharedRefs, n);
-      const out = await postBundle(base, c.body, `patient bundle ${n} (${t.file})`);
-      const id = locationId(out.entry?.[t.patientIndex]);
-      if (!id) throw new Error(`load: no Patient location in bundle ${n}`);
-      patients.push({ id, family: c.family, mrn: c.mrn, birthDate: c.birthDate, template: ti });
-      resources += t.entries;
+      if (next >= S.patients) return;
+      // BENCH_SEARCH_PATIENTS_PER_BUNDLE clones in one transaction Bundle
+      const group: Array<{ n: number; ti: number; offset: number; c: ReturnType<typeof cloneBundle> }> = [];
+      const entry: BundleEntry[] = [];
+      while (group.length < S.patientsPerBundle && next < S.patients) {
+        const n = next++;
+        const ti = n % templates.length;
+        const c = cloneBundle(templates[ti], sharedRefs, n);
+        group.push({ n, ti, offset: entry.length, c });
+        entry.push(...c.entries);
+      }
+      const first = group[0];
+      const out = await postBundle(base, JSON.stringify({ resourceType: 'Bundle', type: 'transaction', entry }), `patient bundle ${first.n} (${templates[first.ti].file}${group.length > 1 ? ` and ${group.length - 1} more` : ''})`);
+      for (const g of group) {
+        const id = locationId(out.entry?.[g.offset + templates[g.ti].patientIndex]);
+        if (!id) throw new Error(`load: no Patient location in bundle ${g.n}`);
+        patients.push({ id, family: g.c.family, mrn: g.c.mrn, birthDate: g.c.birthDate, template: g.ti });
+        resources += templates[g.ti].entries;
+      }
       const now = performance.now();
       if (now - lastReport > 10_000) {
         lastReport = now;
