@@ -73,6 +73,37 @@ test('reverse chaining: Patient?_has:Observation:patient:code=', async () => {
   expect(matchIds(both).sort()).toEqual([ids.Zeller, ids.Adams].sort());
 });
 
+test('chains and _has with inner conditions that no index drives (_id, :missing) and with another condition', async () => {
+  const byId = await get(`Observation?subject:Patient._id=${ids.Adams}`);
+  expect(matchIds(byId)).toEqual([ids['obs-Adams-8480-6']]);
+  const noBirth = await get('Observation?subject:Patient.birthdate:missing=true');
+  expect(matchIds(noBirth)).toHaveLength(0); // Brown has no birthDate and no Observation
+  const hasNoBirth = await get('Patient?birthdate:missing=true&_has:Observation:patient:code=8480-6');
+  expect(matchIds(hasNoBirth)).toHaveLength(0);
+  const combined = await get(`Observation?subject:Patient.family=zeller&code=8462-4`);
+  expect(matchIds(combined)).toEqual([ids['obs-Zeller-8462-4']]);
+  const hasById = await get(`Patient?_has:Observation:patient:_id=${ids['obs-Adams-8480-6']}`);
+  expect(matchIds(hasById)).toEqual([ids.Adams]);
+});
+
+test('a deleted chain target or _has source no longer matches', async () => {
+  const p = await create(s, { resourceType: 'Patient', name: [{ family: 'Gonechain' }] });
+  const o = await create(s, {
+    resourceType: 'Observation',
+    status: 'final',
+    code: { coding: [{ system: 'http://loinc.org', code: '99999-1' }] },
+    subject: { reference: `Patient/${p.id}` },
+  });
+  expect(matchIds(await get('Observation?subject:Patient.family=gonechain'))).toEqual([o.id]);
+  expect(matchIds(await get('Patient?_has:Observation:patient:code=99999-1'))).toEqual([p.id]);
+  expect((await s.http.delete(`${s.base}/Observation/${o.id}`)).status).toBe(200);
+  expect(matchIds(await get('Patient?_has:Observation:patient:code=99999-1'))).toEqual([]);
+  const o2 = await create(s, { resourceType: 'Observation', status: 'final', code: { text: 'x' }, subject: { reference: `Patient/${p.id}` } });
+  expect(matchIds(await get('Observation?subject:Patient.family=gonechain'))).toEqual([o2.id]);
+  expect((await s.http.delete(`${s.base}/Patient/${p.id}`)).status).toBe(200);
+  expect(matchIds(await get('Observation?subject:Patient.family=gonechain'))).toEqual([]);
+});
+
 test('_include and _revinclude, with search.mode include', async () => {
   const b = await get(`Observation?_id=${ids['obs-Adams-8480-6']}&_include=Observation:subject`);
   const inc = b.entry.filter((e: { search: { mode: string } }) => e.search.mode === 'include');

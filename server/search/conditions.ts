@@ -21,6 +21,20 @@ function referenceParam(type: string, code: string, key: string): SearchParamDef
   return p;
 }
 
+/**
+ * The ids of the live `type` resources that match `inner`, as an uncorrelated query (Postgres runs
+ * it once): read through the inner condition's own index when it has one (index rows exist only
+ * for live resources), otherwise by a scan of that type's resources.
+ */
+function idsMatching(type: string, inner: SqlFragment, tenant: string): SqlFragment {
+  const d = inner.driver;
+  if (d) {
+    const a = d.alias;
+    return { sql: `SELECT ${a}.res_id FROM ${d.table} ${a} WHERE ${a}.tenant_id = ? AND ${a}.res_type = ? AND ${d.cond.sql}`, bindings: [tenant, type, ...d.cond.bindings] };
+  }
+  return { sql: `SELECT r.id FROM resources r WHERE r.tenant_id = ? AND r.res_type = ? AND r.deleted = false AND (${inner.sql})`, bindings: [tenant, type, ...inner.bindings] };
+}
+
 function chained(type: string, key: string, value: string, baseUrl: string, depth: number, ctx: ClauseContext): SqlFragment {
   const dot = key.indexOf('.');
   const head = key.slice(0, dot);
@@ -36,10 +50,14 @@ function chained(type: string, key: string, value: string, baseUrl: string, dept
   const parts = targets.map((t): SqlFragment => {
     const inner = condition(t, tail, value, baseUrl, depth + 1, ctx);
     // the reference row's own condition: its parameter, target type and a live target that matches
-    const own = `ci.param = ? AND ci.target_type = ?
+    // (with the tenant known: the matching targets' ids first, then the reference index by them)
+    const targetsSql = ctx.tenant ? idsMatching(t, inner, ctx.tenant) : undefined;
+    const own = targetsSql
+      ? `ci.param = ? AND ci.target_type = ? AND ci.target_id = ANY(ARRAY(${targetsSql.sql}))`
+      : `ci.param = ? AND ci.target_type = ?
               AND EXISTS (SELECT 1 FROM resources r WHERE r.tenant_id = ci.tenant_id AND r.res_type = ci.target_type
                             AND r.id = ci.target_id AND r.deleted = false AND (${inner.sql}))`;
-    const bindings = [code, t, ...inner.bindings];
+    const bindings = [code, t, ...(targetsSql ? targetsSql.bindings : inner.bindings)];
     return {
       sql: `EXISTS (SELECT 1 FROM idx_reference ci WHERE ci.tenant_id = r.tenant_id AND ci.res_type = r.res_type AND ci.res_id = r.id
               AND ${own})`,
@@ -63,6 +81,15 @@ function reverseChained(type: string, key: string, value: string, baseUrl: strin
     throw badRequest(`${source}.${code} never refers to a ${type}, so "${key}" cannot match`, [key]);
   }
   const inner = condition(source, rest, value, baseUrl, depth + 1, ctx);
+  if (ctx.tenant) {
+    // the matching sources' ids first, then the ids they refer to (owner index of idx_reference)
+    const sources = idsMatching(source, inner, ctx.tenant);
+    return {
+      sql: `r.id = ANY(ARRAY(SELECT hi.target_id FROM idx_reference hi WHERE hi.tenant_id = ? AND hi.res_type = ? AND hi.param = ?
+              AND hi.target_type = ? AND hi.res_id = ANY(ARRAY(${sources.sql}))))`,
+      bindings: [ctx.tenant, source, code, type, ...sources.bindings],
+    };
+  }
   return {
     sql: `EXISTS (SELECT 1 FROM idx_reference hi WHERE hi.tenant_id = r.tenant_id AND hi.res_type = ? AND hi.param = ?
             AND hi.target_type = r.res_type AND hi.target_id = r.id

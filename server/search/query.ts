@@ -39,6 +39,12 @@ export interface ClauseContext {
   valueSets?: ValueSetResolver;
   /** The tenant's blind index: encrypted identifiers are indexed by it (crypto/blind-index.ts). */
   blind?: BlindIndex;
+  /**
+   * The tenant searched: chains and _has then read their inner matches first, as one array of ids
+   * through the inner condition's index (conditions.ts idsMatching), instead of probing every
+   * resource of the inner type.
+   */
+  tenant?: string;
 }
 
 const likeEscape = (s: string) => s.replace(/[\\%_]/g, (c) => '\\' + c);

@@ -178,7 +178,7 @@ function sameRowDateGroups(type: string, params: QueryInput, system: boolean) {
  */
 export async function resolveConditions(tx: Tx, type: string, params: QueryInput, baseUrl: string, strict: boolean, system = false) {
   const valueSets = new ValueSetResolver();
-  const ctx: ClauseContext = { valueSets, blind: await blindIndexOf(tx) };
+  const ctx: ClauseContext = { valueSets, blind: await blindIndexOf(tx), tenant: tx.tenant };
   const built = buildConditions(type, params, baseUrl, strict, system, ctx);
   if (!valueSets.pending) return built;
   await valueSets.load(tx, baseUrl);
