@@ -56,7 +56,7 @@ export interface TxOptions {
  * once per connection instead of on every request; beyond this many per connection the rest run
  * unnamed (a connection never grows without bound).
  */
-const MAX_PREPARED = 500;
+const MAX_PREPARED = 200;
 
 interface PgPoolClient {
   drivesRawPg?: boolean;
