@@ -184,7 +184,8 @@ class SessionTx implements Tx {
     if (!!this.conn.__generic !== generic) {
       // switched only when the next statement needs the other mode (a run of one kind of search
       // pays nothing)
-      await this.conn.query(`SET plan_cache_mode = ${generic ? 'force_generic_plan' : 'auto'}`);
+      // (RESET: back to the role's or server's setting, so an operator's plan_cache_mode holds)
+      await this.conn.query(generic ? 'SET plan_cache_mode = force_generic_plan' : 'RESET plan_cache_mode');
       this.conn.__generic = generic;
     }
     return runPrepared(this.conn, sql, bindings);
