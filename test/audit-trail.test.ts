@@ -9,6 +9,8 @@ import path from 'node:path';
 import { startTestServer, TestServer, FHIR_JSON } from './helpers/test-server';
 import { inTenant } from '../server/db/tenant-tx';
 import { verifyChain } from '../server/audit/verify';
+import { AuditTrail } from '../server/audit/trail';
+import type { AuditEvent } from 'fhir/r4';
 import { TEST_DATABASE_URL } from './helpers/db-url';
 
 let s: TestServer;
@@ -145,6 +147,48 @@ test('concurrent requests from many connections still form one unbroken chain', 
   const after = await verifyChain(s.db.app, tenant);
   expect(r.firstBreak).toBeUndefined();
   expect(after).toMatchObject({ links: 61, queued: 0, unchained: 0 });
+});
+
+test('several writers (processes) on one tenant: busy ones queue, every event is sealed once, in one chain', async () => {
+  const tenant = await s.newTenant();
+  // Four trails stand for four server processes; a lock held by one makes the others queue.
+  const trails = Array.from({ length: 4 }, () => new AuditTrail(s.db.app, { flushMs: 5 }));
+  const event = (w: number, i: number): AuditEvent => ({
+    resourceType: 'AuditEvent',
+    type: { system: 'http://dicom.nema.org/resources/ontology/DCM', code: '110110' },
+    recorded: new Date().toISOString(),
+    outcomeDesc: `writer ${w} event ${i}`,
+    agent: [{ requestor: true, who: { display: `writer ${w}` } }],
+    source: { site: tenant, observer: { display: 'test' } },
+  });
+  const holder = await s.db.owner.client.acquireConnection();
+  try {
+    // hold the chain lock for a moment, so the first flushes find it taken and queue
+    await holder.query('BEGIN');
+    await holder.query(`SELECT pg_advisory_xact_lock(hashtext($1))`, [`audit:${tenant}`]);
+    for (const [w, t] of trails.entries()) for (let i = 0; i < 25; i++) t.record(tenant, event(w, i));
+    await new Promise((r) => setTimeout(r, 100));
+    const queued = await verifyChain(s.db.app, tenant);
+    expect(queued.queued).toBeGreaterThan(0);
+  } finally {
+    await holder.query('ROLLBACK');
+    await s.db.owner.client.releaseConnection(holder);
+  }
+  for (let round = 0; round < 3; round++) {
+    for (const [w, t] of trails.entries()) for (let i = 0; i < 10; i++) t.record(tenant, event(w, 100 + round * 10 + i));
+    await Promise.all(trails.map((t) => t.flush()));
+  }
+  await Promise.all(trails.map((t) => t.close()));
+  const report = await verifyChain(s.db.app, tenant);
+  expect(report).toMatchObject({ links: 4 * 25 + 4 * 30, queued: 0, unchained: 0 });
+  expect(report.firstBreak).toBeUndefined();
+  const texts = (await events(tenant)).map((e) => (e as unknown as { outcomeDesc: string }).outcomeDesc);
+  expect(new Set(texts).size).toBe(texts.length);
+  // each writer's events stay in its own order within the chain
+  for (let w = 0; w < 4; w++) {
+    const mine = texts.filter((t) => t.startsWith(`writer ${w} `)).map((t) => Number(t.split(' ').pop()));
+    expect(mine).toEqual([...mine].sort((a, b) => a - b));
+  }
 });
 
 function cli(tenant: string): Promise<{ code: number | null; stdout: string }> {
