@@ -26,39 +26,33 @@ export interface Database {
   close(): Promise<void>;
 }
 
+/** A pool of role fhir_app connections (SET ROLE unless DATABASE_APP_URL logs in as it), each set up with `setup`. */
+function appPool(config: Config, setup: string[]): Knex {
+  const statements = [...(config.databaseAppUrl ? [] : ['SET ROLE fhir_app']), ...setup];
+  return knexFactory({
+    client: TenantPgClient as never,
+    connection: config.databaseAppUrl ?? config.databaseUrl,
+    pool: {
+      min: 0,
+      max: config.dbPoolMax,
+      afterCreate: (conn: pg.Client, done: (err: Error | null, conn: pg.Client) => void) => {
+        if (!statements.length) return done(null, conn);
+        conn.query(statements.join('; '), (err: Error | null) => done(err, conn));
+      },
+    },
+  });
+}
+
 export async function openDatabase(config: Config, opts: { migrate?: boolean } = {}): Promise<Database> {
   const migrate = opts.migrate ?? true;
   if (config.databaseUrl) {
     const owner = knexFactory({ client: 'pg', connection: config.databaseUrl, pool: { min: 0, max: 2 } });
     if (migrate) await migrateLatest(owner);
-    const useOwnUrl = Boolean(config.databaseAppUrl);
-    const app = knexFactory({
-      client: TenantPgClient as never,
-      connection: config.databaseAppUrl ?? config.databaseUrl,
-      pool: {
-        min: 0,
-        max: config.dbPoolMax,
-        afterCreate: (conn: pg.Client, done: (err: Error | null, conn: pg.Client) => void) => {
-          if (useOwnUrl) return done(null, conn);
-          conn.query('SET ROLE fhir_app', (err: Error | null) => done(err, conn));
-        },
-      },
-    });
-    // Read sessions (searches, server/db/tenant-tx.ts inTenantRead): a pool of their own, with the
-    // search statement_timeout as the session default.
+    // The application pool, and the read sessions' pool (searches, server/db/tenant-tx.ts
+    // inTenantRead) with the search statement_timeout as its session default.
+    const app = appPool(config, []);
     const timeout = Math.floor(config.searchTimeoutMs);
-    const reads = knexFactory({
-      client: TenantPgClient as never,
-      connection: config.databaseAppUrl ?? config.databaseUrl,
-      pool: {
-        min: 0,
-        max: config.dbPoolMax,
-        afterCreate: (conn: pg.Client, done: (err: Error | null, conn: pg.Client) => void) => {
-          const sql = `${useOwnUrl ? '' : 'SET ROLE fhir_app; '}SET statement_timeout = ${timeout > 0 ? timeout : 0}`;
-          conn.query(sql, (err: Error | null) => done(err, conn));
-        },
-      },
-    });
+    const reads = appPool(config, [`SET statement_timeout = ${timeout > 0 ? timeout : 0}`]);
     setReadPool(app, reads);
     return {
       app,
