@@ -185,6 +185,28 @@ export async function resolveConditions(tx: Tx, type: string, params: QueryInput
   return buildConditions(type, params, baseUrl, strict, system, ctx);
 }
 
+/**
+ * A counted first page whose one condition is a single value of a string, token, reference or uri
+ * parameter (or _id, or no condition): its generic plan reads that value's index entries by
+ * equality or prefix, as a custom plan would, and the whole match set is read anyway for the
+ * count, so one generic plan serves every value. Not for ranges (dates, numbers, quantities),
+ * OR lists or modifiers: at 100,000 patients the generic plan of Patient?birthdate=ge..&lt..
+ * scanned every birthdate before the upper bound (54 ms instead of 2).
+ */
+const GENERIC_TYPES = new Set(['string', 'token', 'reference', 'uri']);
+function genericPlanSafe(type: string, conds: SqlFragment[], applied: QueryInput): boolean {
+  if (conds.length > 1) return false;
+  const used = applied.filter(([k]) => !CONTROL_PARAMS.has(k.split(':')[0]) && k !== '_sort');
+  if (used.length === 0) return conds.length === 0;
+  if (used.length > 1) return false;
+  const [key, value] = used[0];
+  const [name, modifier] = key.split(':');
+  if (value.includes(',') || (modifier !== undefined && modifier !== 'exact')) return false;
+  if (name === '_id') return true;
+  const def = registry.get(type)?.searchParams.get(name);
+  return !!def && GENERIC_TYPES.has(def.type);
+}
+
 export async function search(tx: Tx, req: SearchRequest): Promise<SearchResult> {
   const get = (k: string) => req.params.find(([key]) => key === k)?.[1];
   const count = parseCount(get('_count'), req.defaultCount, req.maxCount);
@@ -246,9 +268,7 @@ export async function search(tx: Tx, req: SearchRequest): Promise<SearchResult> 
   // A first page counts its matches in the same statement (count(*) OVER () before the LIMIT),
   // instead of running the whole search again as count(*). The JSON is read for the page only.
   const windowTotal = totalMode === 'accurate' && total === undefined && !cursorRaw;
-  // One condition (or none) and a counted first page: the whole match set is read through that
-  // condition's index whatever the value, so one generic plan serves every value.
-  const generic = windowTotal && !system && !req.restrict && conds.length <= 1 && applied.every(([k]) => !k.includes('.') && !k.startsWith('_has'));
+  const generic = windowTotal && !system && !req.restrict && genericPlanSafe(req.type, conds, applied);
   const rows = await tx.raw(
     `SELECT p.res_type, p.id, c.content::text AS json, ${sortKeys.map((_, i) => `p.k${i}::text AS k${i}`).join(', ')}${windowTotal ? ', p.total' : ''}
        FROM (SELECT r.res_type, r.id, ${sortKeys.map((_, i) => `r.k${i}`).join(', ')}${windowTotal ? ', count(*) OVER () AS total' : ''}
