@@ -184,8 +184,7 @@ class SessionTx implements Tx {
     if (!!this.conn.__generic !== generic) {
       // switched only when the next statement needs the other mode (a run of one kind of search
       // pays nothing)
-      // (RESET: back to the role's or server's setting, so an operator's plan_cache_mode holds)
-      await this.conn.query(generic ? 'SET plan_cache_mode = force_generic_plan' : 'RESET plan_cache_mode');
+      await this.conn.query(`SET plan_cache_mode = ${generic ? 'force_generic_plan' : 'force_custom_plan'}`);
       this.conn.__generic = generic;
     }
     return runPrepared(this.conn, sql, bindings);
