@@ -123,16 +123,10 @@ export function buildConditions(type: string, params: QueryInput, baseUrl: strin
 export function drivingSet(conds: SqlFragment[], tenant: string, type: string): { where: string[]; bindings: any[] } {
   const candidates = conds.filter((c) => c.driver);
   if (!candidates.length) return { where: conds.map((c) => `(${c.sql})`), bindings: conds.flatMap((c) => c.bindings) };
-  if (conds.length === 1) {
-    // one condition: a plain EXISTS plans faster (~0.1 ms), but with the driving form of the
-    // condition (for dates: the bounds per span class), since it is what the index is read by
-    const d = conds[0].driver!;
-    const a = d.alias;
-    return {
-      where: [`EXISTS (SELECT 1 FROM ${d.table} ${a} WHERE ${a}.tenant_id = r.tenant_id AND ${a}.res_type = r.res_type AND ${a}.res_id = r.id AND ${d.cond.sql})`],
-      bindings: [...d.cond.bindings],
-    };
-  }
+  // One condition or several: the candidate ids come first, as one array read through the
+  // driver's index. (A single condition used to be a plain EXISTS, which plans ~0.1 ms faster; at
+  // 100,000 patients Postgres underestimated Patient?birthdate=ge2008..&lt2009.. at 215 of 2,287
+  // matches and walked all 100,000 Patients in _lastUpdated order, probing each: 1.6 s.)
   const driver = candidates.reduce((a, b) => (b.driver!.rank < a.driver!.rank ? b : a));
   const d = driver.driver!;
   const inner = conds.filter((c) => c !== driver && !c.usesRow);
