@@ -191,6 +191,39 @@ test('several writers (processes) on one tenant: busy ones queue, every event is
   }
 });
 
+test('events queued while another process held the lock are sealed soon after, without new events or the sweep', async () => {
+  const tenant = await s.newTenant();
+  const trail = new AuditTrail(s.db.app, { flushMs: 20, sweepMs: 3_600_000 });
+  const holder = await s.db.owner.client.acquireConnection();
+  try {
+    await holder.query('BEGIN');
+    await holder.query(`SELECT pg_advisory_xact_lock(hashtext($1))`, [`audit:${tenant}`]);
+    for (let i = 0; i < 5; i++) {
+      trail.record(tenant, {
+        resourceType: 'AuditEvent',
+        type: { system: 'http://dicom.nema.org/resources/ontology/DCM', code: '110110' },
+        recorded: new Date().toISOString(),
+        agent: [{ requestor: true, who: { display: 'queued' } }],
+        source: { site: tenant, observer: { display: 'test' } },
+      });
+    }
+    await trail.flush(); // lock taken: queued
+    await new Promise((r) => setTimeout(r, 150)); // every flush the events scheduled has run meanwhile
+    expect((await verifyChain(s.db.app, tenant)).queued).toBe(5);
+  } finally {
+    await holder.query('ROLLBACK');
+    await s.db.owner.client.releaseConnection(holder);
+  }
+  // no flush(), no close(), no new event: the trail's own retry seals them
+  let report = await verifyChain(s.db.app, tenant);
+  for (let i = 0; i < 100 && report.queued; i++) {
+    await new Promise((r) => setTimeout(r, 20));
+    report = await verifyChain(s.db.app, tenant);
+  }
+  expect(report).toMatchObject({ links: 5, queued: 0, unchained: 0 });
+  await trail.close();
+});
+
 function cli(tenant: string): Promise<{ code: number | null; stdout: string }> {
   return new Promise((resolve) => {
     const c = spawn('npx', ['tsx', 'server/cli/audit-verify.ts', '--tenant', tenant], {

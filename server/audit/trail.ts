@@ -28,6 +28,7 @@ export class AuditTrail {
   private sweeper?: NodeJS.Timeout;
   private running?: Promise<void>;
   private closed = false;
+  private closing = false;
   private retained = 0;
   private readonly flushMs: number;
   private readonly sealBatch: number;
@@ -48,13 +49,16 @@ export class AuditTrail {
     const list = this.buffer.get(tenant);
     if (list) list.push(event);
     else this.buffer.set(tenant, [event]);
-    if (!this.timer) {
-      this.timer = setTimeout(() => {
-        this.timer = undefined;
-        void this.flush().catch((e) => logger.error({ err: { message: e.message } }, 'audit flush failed'));
-      }, this.flushMs);
-      this.timer.unref();
-    }
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.timer) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      void this.flush().catch((e) => logger.error({ err: { message: e.message } }, 'audit flush failed'));
+    }, this.flushMs);
+    this.timer.unref();
   }
 
   /** Queues everything buffered and seals every tenant with queued events; resolves when done. */
@@ -92,6 +96,9 @@ export class AuditTrail {
     for (const tenant of [...this.dirty]) {
       if ((await sealTenant(this.db, tenant, this.sealBatch)) !== 'busy') this.dirty.delete(tenant);
     }
+    // What this process queued while another held the lock may have been queued after that
+    // holder looked: try again shortly rather than wait for the sweep.
+    if (this.dirty.size && !this.closing) this.schedule();
   }
 
   /** Seals what crashed processes left queued. */
@@ -109,10 +116,16 @@ export class AuditTrail {
 
   async close(): Promise<void> {
     for (const fn of this.closers.splice(0)) fn();
+    this.closing = true;
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     if (this.sweeper) clearInterval(this.sweeper);
     await this.flush();
+    // Events this process queued are sealed before it stops, once the lock holder lets go.
+    for (let i = 0; i < 250 && this.dirty.size; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+      await this.flush();
+    }
     this.closed = true;
   }
 }
