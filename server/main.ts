@@ -31,7 +31,8 @@ Environment:
   JOB_RUNNER           auto (default: this process relays/runs jobs) or off
   JOB_QUEUE_PREFIX     BullMQ key prefix in Redis (default fhir)
   WEB_CONCURRENCY      worker processes (default 1; PostgreSQL only)
-  DB_POOL_MAX          connections per worker (default 10)
+  DB_POOL_MAX          connections per worker and pool (default 10; one pool for writes,
+                       one for searches)
   BODY_LIMIT           largest request body (default 10mb) -> 413 above it
   IDEMPOTENCY_TTL_SECONDS  how long Idempotency-Key answers are kept (default 86400)
   DEMO                 create the demo tenant with demo data (default true; DEMO=false to skip)
