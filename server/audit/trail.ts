@@ -76,8 +76,9 @@ export class AuditTrail {
       try {
         // Sealed at once when this process gets the tenant's chain lock and nothing older waits in
         // the queue; otherwise queued for whoever holds the lock (and for the sweep).
-        if ((await sealDirect(this.db, tenant, events.map(storable))) === 'busy') {
-          const texts = events.map((e) => JSON.stringify(storable(e)));
+        const ready = events.map(storable);
+        if ((await sealDirect(this.db, tenant, ready)) === 'busy') {
+          const texts = ready.map((e) => JSON.stringify(e));
           await inTenant(this.db, tenant, (tx) =>
             tx.raw(`INSERT INTO audit_queue (tenant_id, event) SELECT ?, e::json FROM unnest(?::text[]) WITH ORDINALITY AS u(e, n) ORDER BY n`, [tenant, texts]),
           );

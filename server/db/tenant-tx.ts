@@ -38,9 +38,10 @@ interface PgConn {
 /** How a statement may be planned (honoured by read sessions; transactions ignore it). */
 export interface QueryHints {
   /**
-   * The statement's plan does not depend on its values (e.g. a search with one condition, whose
-   * index drives it whatever the value): its prepared statement may use one generic plan instead
-   * of being planned on every execution (planning was most of Postgres' time for such searches).
+   * The statement's plan does not depend on its values (search.ts genericPlanSafe: one value of a
+   * string, token, reference or uri parameter): its prepared statement may use one generic plan
+   * instead of being planned on every execution (planning was most of Postgres' time for such
+   * searches).
    */
   generic?: boolean;
 }
@@ -52,9 +53,10 @@ export interface TxOptions {
 }
 
 /**
- * Statements are prepared (named) per connection, so Postgres parses and plans a statement shape
- * once per connection instead of on every request; beyond this many per connection the rest run
- * unnamed (a connection never grows without bound).
+ * Statements are prepared (named) per connection, so Postgres parses a statement shape once per
+ * connection instead of on every request (each execution is still planned for its values unless a
+ * read session asks for a generic plan, see connection.ts); beyond this many per connection the
+ * rest run unnamed (a connection never grows without bound).
  */
 const MAX_PREPARED = 200;
 
@@ -111,7 +113,8 @@ class PgTx implements Tx {
   }
 }
 
-function localSettings(opts: TxOptions): string {
+/** The SET LOCAL statements for `opts` (empty when there are none). */
+export function localSettings(opts: TxOptions): string {
   const ms = Math.floor(opts.statementTimeoutMs ?? 0);
   return ms > 0 ? ` SET LOCAL statement_timeout = ${ms};` : '';
 }

@@ -5,7 +5,7 @@
 import type { Bundle, BundleEntry, FhirResource as Resource } from 'fhir/r4';
 import { applyPatch, JsonPatchError, Operation, validate as validatePatch } from 'fast-json-patch';
 import { operationsFor, registry } from '../../resources';
-import { inTenant, inTenantRead, Tx, TxOptions } from '../db/tenant-tx';
+import { inTenant, inTenantRead, localSettings, Tx, TxOptions } from '../db/tenant-tx';
 import { fastRead } from '../store/fast-read';
 import { history } from '../store/history';
 import { store, StoredVersion, WriteResult } from '../store/resource-store';
@@ -25,10 +25,9 @@ const ID_RE = /^[A-Za-z0-9\-.]{1,64}$/;
 
 export function run<T>(ctx: TenantContext, fn: (tx: Tx) => Promise<T>, opts: TxOptions = {}): Promise<T> {
   if (!ctx.tx) return inTenant(ctx.db, ctx.tenant, fn, opts);
-  const ms = Math.floor(opts.statementTimeoutMs ?? 0);
-  if (ms <= 0) return fn(ctx.tx);
   const tx = ctx.tx;
-  return tx.raw(`SET LOCAL statement_timeout = ${ms}`).then(() => fn(tx));
+  const settings = localSettings(opts);
+  return settings ? tx.raw(settings).then(() => fn(tx)) : fn(tx);
 }
 
 /** Read-only work: a read session outside Bundles (see inTenantRead), else as run(). */
